@@ -1,0 +1,170 @@
+//! [`SocketAddress`]: the client end of a bound pair, a descriptor that lets its
+//! holder connect.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::libc;
+use nix::sys::socket::SockType;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::connection::seqpacket_pair;
+use crate::request::REQUEST_BYTE;
+use crate::{runtime, sys, validate, ConnectedSocket};
+
+/// The address of a [`BoundSocket`](crate::BoundSocket): not a name but a
+/// descriptor. Only a holder can connect, and it can be handed on: to a child by
+/// inheritance (see [`handoff`](crate::handoff)) or to any process inside a
+/// [`Message`](crate::Message).
+///
+/// Every holder of a duplicate shares one open file description with the others.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let (address, bound) = tokio_imc::make_bound_socket()?;
+/// let (client, server) = tokio::try_join!(address.connect(), bound.accept())?;
+/// client.send(b"hello", &[]).await?;
+/// assert_eq!(&server.recv().await?.unwrap().data[..], b"hello");
+/// # Ok(()) }
+/// ```
+pub struct SocketAddress {
+    io: AsyncFd<OwnedFd>,
+}
+
+impl SocketAddress {
+    pub(crate) fn from_checked(fd: OwnedFd) -> io::Result<Self> {
+        Ok(SocketAddress {
+            io: runtime::register(fd, "a SocketAddress")?,
+        })
+    }
+
+    /// Connects to the bound socket: makes a `SOCK_SEQPACKET` pair, sends one end
+    /// with the byte `c` through the address, and returns the other end.
+    ///
+    /// Succeeding means the request is queued at the server, not that it was
+    /// accepted: if the server drops its bound socket first, the connection's
+    /// `recv` returns `None` and `send` fails with `BrokenPipe`.
+    ///
+    /// # Errors
+    ///
+    /// - `ConnectionRefused` at once when the server is gone (every
+    ///   [`BoundSocket`](crate::BoundSocket) duplicate closed, or a holder shut
+    ///   the address down). No `SIGPIPE` is raised.
+    /// - `Other` naming `ETOOMANYREFS` when this user has too many descriptors in
+    ///   flight (the server is not accepting).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. While the server's queue is full the future waits; dropping it
+    /// then sends nothing. The request is one `sendmsg`, so it is sent whole or not
+    /// at all, and a dropped future never leaves a descriptor behind.
+    pub async fn connect(&self) -> io::Result<ConnectedSocket> {
+        let (kept, sent) = seqpacket_pair()?;
+        self.io
+            .async_io(Interest::WRITABLE, |fd| {
+                sys::send_msg(fd.as_fd(), &[REQUEST_BYTE], &[sent.as_fd()])
+            })
+            .await
+            .map_err(connect_error)?;
+        drop(sent);
+        tracing::debug!(
+            address = self.as_raw_fd(),
+            connection = kept.as_raw_fd(),
+            "connect request sent"
+        );
+        ConnectedSocket::from_checked(kept)
+    }
+
+    /// Duplicates the address (`F_DUPFD_CLOEXEC`); the copy connects to the same
+    /// bound socket.
+    pub fn try_clone(&self) -> io::Result<SocketAddress> {
+        runtime::require("a SocketAddress")?;
+        Self::from_checked(self.io.get_ref().try_clone()?)
+    }
+}
+
+fn connect_error(err: io::Error) -> io::Error {
+    match err.raw_os_error() {
+        Some(libc::EPIPE | libc::ECONNRESET | libc::ECONNREFUSED | libc::ENOTCONN) => {
+            io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "connect: the server is gone (every BoundSocket for this address was closed, \
+             or a holder shut the address down)",
+            )
+        }
+        Some(libc::ETOOMANYREFS) => io::Error::other(
+            "connect: too many descriptors in flight for this user (ETOOMANYREFS): \
+             the server is not accepting connections",
+        ),
+        _ => err,
+    }
+}
+
+impl fmt::Debug for SocketAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketAddress")
+            .field("fd", &self.as_raw_fd())
+            .finish()
+    }
+}
+
+impl AsFd for SocketAddress {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.get_ref().as_fd()
+    }
+}
+
+impl AsRawFd for SocketAddress {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.as_raw_fd()
+    }
+}
+
+impl From<SocketAddress> for OwnedFd {
+    fn from(address: SocketAddress) -> OwnedFd {
+        address.io.into_inner()
+    }
+}
+
+impl TryFrom<OwnedFd> for SocketAddress {
+    type Error = io::Error;
+
+    /// Adopts a received or inherited address: a connected `AF_UNIX` socket of type
+    /// `SOCK_STREAM` (ours) or `SOCK_SEQPACKET` (as Native Client made them). Makes
+    /// it close-on-exec. Fails with `InvalidInput` for anything else, and with an
+    /// error, not a panic, outside a Tokio runtime.
+    fn try_from(fd: OwnedFd) -> io::Result<Self> {
+        validate::adopt(
+            &fd,
+            "SocketAddress",
+            &[SockType::Stream, SockType::SeqPacket],
+        )?;
+        Self::from_checked(fd)
+    }
+}
+
+impl SocketAddress {
+    /// Takes the address the parent passed as [`handoff::ADDRESS`](crate::handoff::ADDRESS)
+    /// (see [`handoff`](crate::handoff)), validates it and removes it from the environment.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when nothing was passed under that name, `InvalidData` for a
+    /// malformed variable, `InvalidInput` when the descriptor is not a connected
+    /// `AF_UNIX` stream or seqpacket socket (it is closed), and an error outside a
+    /// Tokio runtime.
+    pub fn from_env() -> io::Result<SocketAddress> {
+        Self::from_env_named(crate::handoff::ADDRESS)
+    }
+
+    /// As [`from_env`](Self::from_env), for the descriptor passed under `name`.
+    pub fn from_env_named(name: &str) -> io::Result<SocketAddress> {
+        runtime::require("a SocketAddress")?;
+        SocketAddress::try_from(crate::handoff::take(name)?)
+    }
+}

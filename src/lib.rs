@@ -1,0 +1,60 @@
+//! Filesystem-free Unix-domain IPC for Tokio, after Native Client's IMC layer.
+//!
+//! A server calls [`make_bound_socket`] and gets a [`BoundSocket`] and its
+//! [`SocketAddress`]. The address is a file descriptor, not a name: nothing appears
+//! in the filesystem or the abstract namespace, and only processes that were given
+//! the descriptor (by inheritance, or inside a [`Message`]) can connect. Each
+//! connection is a [`ConnectedSocket`] that carries messages of bytes plus file
+//! descriptors, boundaries kept.
+//!
+//! The wire protocol (see `PROTOCOL.md`) is three system calls: `connect` sends the
+//! byte `c` with one end of a fresh `SOCK_SEQPACKET` pair through the address;
+//! `accept` receives that end.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let (address, bound) = tokio_imc::make_bound_socket()?;
+//! let server = tokio::spawn(async move {
+//!     let connection = bound.accept().await?;
+//!     let message = connection.recv().await?.expect("a message");
+//!     connection.send(&message.data, &[]).await?;
+//!     std::io::Result::Ok(())
+//! });
+//! let connection = address.connect().await?;
+//! connection.send(b"hello", &[]).await?;
+//! assert_eq!(&connection.recv().await?.expect("a reply").data[..], b"hello");
+//! server.await??;
+//! # Ok(()) }
+//! ```
+//!
+//! Peers are not trusted: malformed connect requests are dropped with a warning,
+//! every descriptor the crate creates or receives is owned and close-on-exec, every
+//! send passes `MSG_NOSIGNAL`, and every send and receive passes `MSG_DONTWAIT` so a
+//! peer that clears `O_NONBLOCK` on a shared descriptor cannot block the runtime.
+#![deny(missing_docs, missing_debug_implementations, unsafe_code)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "tokio-imc supports Linux only: it relies on MSG_CMSG_CLOEXEC, SO_PEERCRED and \
+     Linux's SOCK_SEQPACKET semantics for AF_UNIX"
+);
+
+mod address;
+mod ancillary;
+mod bound;
+mod connection;
+mod credentials;
+pub mod handoff;
+mod message;
+mod request;
+mod runtime;
+mod sys;
+mod validate;
+
+pub use address::SocketAddress;
+pub use ancillary::MAX_FDS_PER_MESSAGE;
+pub use bound::{make_bound_socket, BoundSocket};
+pub use connection::{ConnectedSocket, MAX_RECV_SIZE};
+pub use credentials::Credentials;
+pub use message::Message;

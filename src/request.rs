@@ -1,0 +1,85 @@
+//! The connect request: what a well-formed one is, and what is wrong with the rest.
+//!
+//! A request is exactly the byte `c` with exactly one descriptor: a connected
+//! `AF_UNIX` `SOCK_SEQPACKET` socket. Anything else is dropped (its descriptors are
+//! closed when the [`Received`] is dropped) and the reason is logged.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::sys::socket::SockType;
+
+use crate::sys::Received;
+use crate::validate::{self, FdProblem};
+
+/// The one byte a connect request carries.
+pub const REQUEST_BYTE: u8 = b'c';
+
+/// What to do with one `recvmsg` from a bound socket.
+#[derive(Debug)]
+pub enum Verdict {
+    /// A well-formed request: this is the connection.
+    Connect(OwnedFd),
+    /// A malformed request, dropped.
+    Reject(Rejection),
+    /// End of stream: no address can reach this bound socket any more.
+    NoAddresses,
+    /// The request's descriptor could not be received (`MSG_CTRUNC`).
+    Exhausted(io::Error),
+}
+
+/// Why a request was dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// The byte was not `c`.
+    WrongByte(u8),
+    /// The byte came with no descriptor.
+    NoDescriptor,
+    /// More than one descriptor.
+    TooManyDescriptors(usize),
+    /// The descriptor is not a connected `AF_UNIX` `SOCK_SEQPACKET` socket.
+    BadDescriptor(FdProblem),
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::WrongByte(b) => write!(f, "the request byte was {b:#04x}, not 'c'"),
+            Rejection::NoDescriptor => write!(f, "the request carried no descriptor"),
+            Rejection::TooManyDescriptors(n) => {
+                write!(f, "the request carried {n} descriptors, not one")
+            }
+            Rejection::BadDescriptor(problem) => {
+                write!(f, "the request's descriptor is unusable: {problem}")
+            }
+        }
+    }
+}
+
+/// Judges one request. Whatever is not returned is closed on return.
+pub fn judge(byte: Option<u8>, mut received: Received) -> Verdict {
+    if received.control_truncated {
+        return Verdict::Exhausted(io::Error::other(
+            "accept: a connect request's descriptor could not be received (MSG_CTRUNC, most often \
+             because this process is out of descriptors: EMFILE); the request was dropped and its \
+             client sees its connection closed",
+        ));
+    }
+    let Some(byte) = byte else {
+        return Verdict::NoAddresses;
+    };
+    if byte != REQUEST_BYTE {
+        return Verdict::Reject(Rejection::WrongByte(byte));
+    }
+    match received.fds.len() {
+        0 => return Verdict::Reject(Rejection::NoDescriptor),
+        1 => {}
+        n => return Verdict::Reject(Rejection::TooManyDescriptors(n)),
+    }
+    let fd = received.fds.swap_remove(0);
+    match validate::connected_unix_socket(fd.as_fd(), &[SockType::SeqPacket]) {
+        Ok(_) => Verdict::Connect(fd),
+        Err(problem) => Verdict::Reject(Rejection::BadDescriptor(problem)),
+    }
+}

@@ -1,0 +1,262 @@
+//! Every `unsafe` block in the crate: `sendmsg`/`recvmsg` with descriptors, and
+//! taking ownership of descriptors the kernel installed for us.
+//!
+//! Flags are fixed here, once, for every caller:
+//! - sends pass `MSG_NOSIGNAL` (a closed peer is `EPIPE`, never `SIGPIPE`) and
+//!   `MSG_DONTWAIT`;
+//! - receives pass `MSG_CMSG_CLOEXEC` (received descriptors are close-on-exec from
+//!   the moment they exist) and `MSG_DONTWAIT`.
+//!
+//! `MSG_DONTWAIT` matters because `O_NONBLOCK` lives on the open file description,
+//! which a peer holding a duplicate can clear at any time: the per-call flag makes
+//! the call non-blocking whatever the descriptor's flags say, so a runtime thread
+//! can never be put to sleep by a peer.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use bytes::{BufMut, BytesMut};
+use nix::libc;
+
+use crate::ancillary::{self, ControlBuffer, Record, RightsBuffer};
+
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+const RECV_FLAGS: libc::c_int = libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT;
+
+/// What one `recvmsg` delivered.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Bytes copied into the caller's buffers.
+    pub len: usize,
+    /// `MSG_TRUNC`: the record was longer than the buffers; the rest is lost.
+    pub data_truncated: bool,
+    /// `MSG_CTRUNC`: control data was cut, so descriptors were lost (most often
+    /// the kernel could not install them: `EMFILE`).
+    pub control_truncated: bool,
+    /// The `SCM_RIGHTS` descriptors, owned from the moment the call returned.
+    pub fds: Vec<OwnedFd>,
+    /// Descriptors that arrived outside `SCM_RIGHTS` (`SCM_PIDFD`); already closed.
+    pub stray_fds: usize,
+    /// Control records of other kinds, ignored.
+    pub other_records: usize,
+    /// The control data did not parse to the end.
+    pub malformed_control: bool,
+}
+
+impl Received {
+    /// True for end-of-stream on a connection-oriented socket: no bytes, no control.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0 && self.fds.is_empty() && !self.data_truncated && !self.control_truncated
+    }
+}
+
+/// [sendmsg(2)] one record: `data` plus `fds` in one `SCM_RIGHTS` message.
+///
+/// [sendmsg(2)]: https://man7.org/linux/man-pages/man2/sendmsg.2.html
+pub fn send_msg(socket: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    let mut rights = RightsBuffer::new();
+    let control = rights.encode(fds)?;
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty header (null pointers, zero lengths).
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    header.msg_iov = &mut iov;
+    header.msg_iovlen = 1;
+    if !control.is_empty() {
+        header.msg_control = control.as_ptr() as *mut libc::c_void;
+        header.msg_controllen = control.len() as _;
+    }
+    // SAFETY: `header` points at `iov` and `control`, which outlive the call; the
+    // kernel only reads through them on send.
+    let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &header, SEND_FLAGS) };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
+}
+
+/// [recvmsg(2)] one record into `head`, spilling into `tail`, and takes ownership of
+/// every descriptor the kernel installed before looking at anything else.
+///
+/// [recvmsg(2)]: https://man7.org/linux/man-pages/man2/recvmsg.2.html
+fn recv_msg(
+    socket: BorrowedFd<'_>,
+    head: &mut [MaybeUninit<u8>],
+    tail: &mut [MaybeUninit<u8>],
+) -> io::Result<Received> {
+    let mut control = ControlBuffer::new();
+    let control_space = control.as_uninit_mut();
+    let mut iov = [
+        libc::iovec {
+            iov_base: head.as_mut_ptr().cast(),
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: tail.as_mut_ptr().cast(),
+            iov_len: tail.len(),
+        },
+    ];
+    // SAFETY: an all-zero msghdr is a valid empty header (null pointers, zero lengths).
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    header.msg_iov = iov.as_mut_ptr();
+    header.msg_iovlen = if tail.is_empty() { 1 } else { 2 };
+    header.msg_control = control_space.as_mut_ptr().cast();
+    header.msg_controllen = control_space.len() as _;
+    // SAFETY: every pointer in `header` refers to a live, writable buffer of the
+    // stated length that outlives the call; the kernel writes at most those lengths.
+    let got = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut header, RECV_FLAGS) };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let control_len = (header.msg_controllen as usize).min(control_space.len());
+    // SAFETY: the kernel initialised the first `msg_controllen` bytes of the
+    // control buffer (clamped to its size above).
+    let control_bytes: &[u8] =
+        unsafe { std::slice::from_raw_parts(control_space.as_ptr().cast(), control_len) };
+
+    let mut received = Received {
+        len: got as usize,
+        data_truncated: header.msg_flags & libc::MSG_TRUNC != 0,
+        control_truncated: header.msg_flags & libc::MSG_CTRUNC != 0,
+        ..Received::default()
+    };
+    for record in ancillary::parse(control_bytes) {
+        match record {
+            Record::Rights(numbers) => received.fds.extend(numbers.map(adopt_received)),
+            Record::PidFd(numbers) => received.stray_fds += numbers.map(adopt_received).count(),
+            Record::Other { .. } => received.other_records += 1,
+            Record::Malformed => received.malformed_control = true,
+        }
+    }
+    Ok(received)
+}
+
+fn adopt_received(raw: RawFd) -> OwnedFd {
+    debug_assert!(raw >= 0, "the kernel installs non-negative descriptors");
+    // SAFETY: `raw` comes from a control record the kernel wrote in the recvmsg call
+    // that just returned: it installed this descriptor in our table for us, and
+    // nothing else in the process knows its number yet, so we are its only owner.
+    unsafe { OwnedFd::from_raw_fd(raw) }
+}
+
+/// Receives one record, appending its bytes to `buf`. The record is read into the
+/// spare capacity of `buf` first and, if it is longer, into `overflow`, whose bytes
+/// are then appended (so `buf` needs no room for the largest possible record).
+pub fn recv_into(
+    socket: BorrowedFd<'_>,
+    buf: &mut BytesMut,
+    overflow: &mut Vec<u8>,
+) -> io::Result<Received> {
+    overflow.clear();
+    let head = buf.spare_capacity_mut();
+    let head_len = head.len();
+    let received = recv_msg(socket, head, overflow.spare_capacity_mut())?;
+    let in_head = received.len.min(head_len);
+    // SAFETY: recvmsg filled the iovecs in order: the first `in_head` bytes of the
+    // spare capacity of `buf` ...
+    unsafe { buf.advance_mut(in_head) };
+    if received.len > head_len {
+        // SAFETY: ... and the next `len - head_len` bytes of `overflow`'s spare capacity.
+        unsafe { overflow.set_len(received.len - head_len) };
+        buf.extend_from_slice(overflow);
+        overflow.clear();
+    }
+    Ok(received)
+}
+
+/// Receives one connect request: exactly one byte, never more, so that two requests
+/// on a stream socket can never merge; plus its control data.
+pub fn recv_request(socket: BorrowedFd<'_>) -> io::Result<(Option<u8>, Received)> {
+    let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+    let received = recv_msg(socket, &mut byte, &mut [])?;
+    let value = if received.len == 1 {
+        // SAFETY: recvmsg reported one byte written to `byte`.
+        Some(unsafe { byte[0].assume_init() })
+    } else {
+        None
+    };
+    Ok((value, received))
+}
+
+/// Registers an owned descriptor with the current Tokio reactor.
+pub fn register(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an `OwnedFd` is open for as long as it lives, always returns the same
+    // number from `as_raw_fd`, and the `AsyncFd` owns it until it is dropped or
+    // `into_inner` hands it back, so the registered descriptor cannot change.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)
+}
+
+/// Arranges for `fds` to survive `exec` into the child that `command` spawns, at
+/// their current numbers, and for every other descriptor to be close-on-exec there.
+/// The descriptors move into the command and are closed with it in this process.
+pub fn keep_across_exec(command: &mut std::process::Command, fds: Vec<OwnedFd>) {
+    use std::os::unix::process::CommandExt;
+
+    let numbers: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let hook = move || {
+        // Owned here so they stay open until the command is dropped.
+        let _owned = &fds;
+        // SAFETY (both calls): raw syscalls only, which are async-signal-safe as
+        // pre_exec requires; they change descriptor flags, not memory.
+        // close_range(3, ~0, CLOSE_RANGE_CLOEXEC) (Linux 5.11) marks every other
+        // descriptor close-on-exec so nothing else leaks; on older kernels it fails
+        // and our own descriptors were close-on-exec already.
+        unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        for &fd in &numbers {
+            // SAFETY: see above; `fd` is open (owned by `_owned`).
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe syscalls and allocates nothing.
+    unsafe { command.pre_exec(hook) };
+}
+
+/// Takes ownership of descriptor `number` that our parent passed us, after checking
+/// that it is open.
+///
+/// The caller guarantees that nothing else in this process owns `number`:
+/// [`crate::handoff`] hands each inherited number out once, and removes it from the
+/// environment under a lock before calling this.
+pub fn adopt_inherited(number: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD reads descriptor flags; it touches no memory.
+    if number < 0 || unsafe { libc::fcntl(number, libc::F_GETFD) } == -1 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("inherited descriptor {number} is not open in this process"),
+        ));
+    }
+    // SAFETY: the descriptor is open (checked above) and, by this function's
+    // contract, handed out once, so this `OwnedFd` is its only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(number) })
+}
+
+/// Whether the peer of a connected socket has hung up (or we shut down reading):
+/// `poll(POLLRDHUP)` with a zero timeout. Used only after an empty read, to tell
+/// end-of-stream from an empty record.
+pub fn read_hung_up(socket: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut poll_fd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: `poll_fd` is one valid pollfd that lives across the call; timeout 0.
+    if unsafe { libc::poll(&mut poll_fd, 1, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(poll_fd.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0)
+}

@@ -1,0 +1,94 @@
+//! Checks that a descriptor someone handed us is the socket it claims to be.
+//!
+//! Two syscalls answer every question: `getsockopt(SO_TYPE)` (is it a socket, of
+//! which type) and `getpeername` (which family, and is it connected). They run on
+//! every accepted connection, so nothing else is asked.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::socket::{
+    getpeername, getsockopt, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage,
+};
+
+/// Why a descriptor is not the socket we need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FdProblem {
+    /// Not a socket at all (a pipe, a file, a memfd, ...).
+    NotASocket,
+    /// A socket of a type we do not accept (`SOCK_*` value).
+    WrongType(i32),
+    /// A socket of another address family (`AF_*` value).
+    WrongFamily(i32),
+    /// A socket with no peer.
+    NotConnected,
+    /// The check itself failed.
+    Os(Errno),
+}
+
+impl fmt::Display for FdProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FdProblem::NotASocket => write!(f, "the descriptor is not a socket"),
+            FdProblem::WrongType(t) => write!(f, "the socket has type {} ({t})", type_name(*t)),
+            FdProblem::WrongFamily(af) => write!(f, "the socket is not AF_UNIX (family {af})"),
+            FdProblem::NotConnected => write!(f, "the socket is not connected"),
+            FdProblem::Os(errno) => {
+                write!(f, "the socket could not be inspected: {}", errno.desc())
+            }
+        }
+    }
+}
+
+fn type_name(raw: i32) -> &'static str {
+    match raw {
+        nix::libc::SOCK_STREAM => "SOCK_STREAM",
+        nix::libc::SOCK_DGRAM => "SOCK_DGRAM",
+        nix::libc::SOCK_SEQPACKET => "SOCK_SEQPACKET",
+        nix::libc::SOCK_RAW => "SOCK_RAW",
+        _ => "unknown",
+    }
+}
+
+/// Checks that `fd` is a connected `AF_UNIX` socket of one of the `accepted` types,
+/// and returns its type.
+pub fn connected_unix_socket(
+    fd: BorrowedFd<'_>,
+    accepted: &[SockType],
+) -> Result<SockType, FdProblem> {
+    let kind = match getsockopt(&fd, sockopt::SockType) {
+        Ok(kind) => kind,
+        Err(Errno::ENOTSOCK) => return Err(FdProblem::NotASocket),
+        // nix reports a type it has no name for as EINVAL.
+        Err(Errno::EINVAL) => return Err(FdProblem::WrongType(-1)),
+        Err(errno) => return Err(FdProblem::Os(errno)),
+    };
+    if !accepted.contains(&kind) {
+        return Err(FdProblem::WrongType(kind as i32));
+    }
+    match getpeername::<SockaddrStorage>(fd.as_raw_fd()) {
+        Ok(peer) if peer.family() == Some(AddressFamily::Unix) => Ok(kind),
+        Ok(peer) => Err(FdProblem::WrongFamily(
+            peer.family().map_or(-1, |af| af as i32),
+        )),
+        Err(Errno::ENOTCONN) => Err(FdProblem::NotConnected),
+        Err(errno) => Err(FdProblem::Os(errno)),
+    }
+}
+
+/// Validates a descriptor a caller converts into one of our types, and makes it
+/// close-on-exec (the caller may have made it without `O_CLOEXEC`).
+pub fn adopt(fd: &OwnedFd, what: &str, accepted: &[SockType]) -> io::Result<SockType> {
+    let kind =
+        connected_unix_socket(std::os::fd::AsFd::as_fd(fd), accepted).map_err(|problem| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot make a {what} from this descriptor: {problem}"),
+            )
+        })?;
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io::Error::from)?;
+    Ok(kind)
+}

@@ -1,0 +1,310 @@
+//! Helpers shared by the integration tests.
+//!
+//! Every test runs through [`run`] (or [`run_multi_thread`]), which serialises the
+//! tests of one binary (they share one descriptor table) and fails when the set of
+//! open descriptors after the test differs from the set before it. Each test makes
+//! and drops its own runtime inside that window, so the runtime's own descriptors
+//! (epoll, eventfd) are counted too.
+//!
+//! Child processes re-run the test binary itself with [`ROLE_VAR`] set, so the child
+//! is Rust code from this crate: a test starts with `if let Some(role) = child_role()`.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Names the role a re-run test binary plays.
+pub const ROLE_VAR: &str = "TOKIO_IMC_TEST_ROLE";
+
+/// The longest any single step may take before a test calls it a hang. A liveness
+/// bound, not a performance assertion.
+pub const HANG: Duration = Duration::from_secs(20);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Takes the lock that serialises the tests of this binary. The first caller also
+/// starts and drops one runtime: Tokio's signal driver keeps a process-wide socket
+/// pair from the first runtime on, and that must be open before any snapshot.
+fn serial() -> MutexGuard<'static, ()> {
+    static WARM_UP: std::sync::Once = std::sync::Once::new();
+    let guard = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    WARM_UP.call_once(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("build runtime");
+        runtime.block_on(async {});
+    });
+    guard
+}
+
+/// The open descriptors of this process: number -> what it refers to.
+pub fn open_fds() -> BTreeMap<i32, String> {
+    let mut fds = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd") {
+        let entry = entry.expect("a /proc/self/fd entry");
+        let Ok(number) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // The directory handle read_dir holds shows up too; it is gone by the time
+        // readlink runs or reads as the same path each time.
+        let target = std::fs::read_link(entry.path())
+            .map_or_else(|_| "?".into(), |p| p.display().to_string());
+        if target.starts_with("/proc/") {
+            continue;
+        }
+        fds.insert(number, target);
+    }
+    fds
+}
+
+/// Runs `test` on a fresh current-thread runtime and asserts that no descriptor
+/// was leaked (or closed) by it.
+pub fn run<F, Fut>(test: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = io::Result<()>>,
+{
+    checked(tokio::runtime::Builder::new_current_thread(), test);
+}
+
+/// As [`run`], on a multi-thread runtime with two workers.
+pub fn run_multi_thread<F, Fut>(test: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = io::Result<()>>,
+{
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2);
+    checked(builder, test);
+}
+
+fn checked<F, Fut>(mut builder: tokio::runtime::Builder, test: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = io::Result<()>>,
+{
+    let _guard = serial();
+    let before = open_fds();
+    let runtime = builder.enable_all().build().expect("build runtime");
+    let result = runtime.block_on(test());
+    runtime.shutdown_timeout(HANG);
+    result.expect("test failed");
+    assert_no_leak(&before);
+}
+
+/// Runs `test` with no runtime at all, serialised and leak-checked like [`run`].
+pub fn run_without_runtime(test: impl FnOnce()) {
+    let _guard = serial();
+    let before = open_fds();
+    test();
+    assert_no_leak(&before);
+}
+
+fn assert_no_leak(before: &BTreeMap<i32, String>) {
+    // A descriptor closed by a kernel-side release (e.g. in-flight fds) is
+    // synchronous with close(2), so no waiting is needed here.
+    let after = open_fds();
+    assert_eq!(before, &after, "the set of open descriptors changed");
+}
+
+/// The role this process was started in, if it is a child.
+pub fn child_role() -> Option<String> {
+    std::env::var(ROLE_VAR).ok()
+}
+
+/// A command that re-runs this test binary as `role`, running only `test`.
+pub fn child(test: &str, role: &str) -> Command {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut command = Command::new(exe);
+    command
+        .args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(ROLE_VAR, role)
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs a child's body on a current-thread runtime and exits: 0 on success, 1
+/// with the error printed otherwise. Never returns.
+pub fn child_main<F, Fut>(body: F) -> !
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = io::Result<()>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("build runtime");
+    match runtime.block_on(body()) {
+        Ok(()) => std::process::exit(0),
+        Err(err) => {
+            eprintln!("child failed: {err}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// Waits for `child` (with a hang bound) and asserts it exited 0.
+pub fn expect_success(mut child: std::process::Child) {
+    let deadline = std::time::Instant::now() + HANG;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            assert!(status.success(), "child exited with {status}");
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("child hung");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// An `io::Error` from a message, for test code.
+pub fn fail(message: impl Into<String>) -> io::Error {
+    io::Error::other(message.into())
+}
+
+/// Asserts `condition` inside a test returning `io::Result`.
+pub fn ensure(condition: bool, message: impl Into<String>) -> io::Result<()> {
+    if condition {
+        Ok(())
+    } else {
+        Err(fail(message))
+    }
+}
+
+/// Applies `HANG` to a future inside a test.
+pub async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> io::Result<T> {
+    tokio::time::timeout(HANG, future)
+        .await
+        .map_err(|_| fail(format!("{what} hung")))
+}
+
+/// The inode of the file a descriptor refers to, to check that a received
+/// descriptor is the same open file as the one sent.
+pub fn inode(fd: impl AsFd) -> u64 {
+    nix::sys::stat::fstat(fd.as_fd()).expect("fstat").st_ino
+}
+
+/// A pipe whose descriptors are close-on-exec.
+pub fn pipe() -> (OwnedFd, OwnedFd) {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe2")
+}
+
+/// Whether `fd` is close-on-exec.
+pub fn is_cloexec(fd: BorrowedFd<'_>) -> bool {
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).expect("F_GETFD");
+    nix::fcntl::FdFlag::from_bits_truncate(flags).contains(nix::fcntl::FdFlag::FD_CLOEXEC)
+}
+
+/// Collects what the crate logs, to assert on its warnings.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+
+    /// Installs a subscriber that writes into these logs, for this thread, until the
+    /// guard is dropped.
+    pub fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(self.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+}
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+/// Receives one record with raw blocking syscalls: its bytes and descriptors.
+/// For tests that play a peer without using tokio-imc.
+pub fn raw_recv(socket: BorrowedFd<'_>, max: usize) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut data = vec![0u8; max];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 253]);
+    let mut iov = [io::IoSliceMut::new(&mut data)];
+    let msg = nix::sys::socket::recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    let len = msg.bytes;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: recvmsg just installed these descriptors for us; nothing else owns them.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    data.truncate(len);
+    Ok((data, fds))
+}
+
+/// Sends one record with a raw `sendmsg` (`MSG_NOSIGNAL`), as a peer that does not
+/// use tokio-imc would.
+pub fn raw_send(socket: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let raw: Vec<std::os::fd::RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let iov = [io::IoSlice::new(data)];
+    let cmsgs = [nix::sys::socket::ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[nix::sys::socket::ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsgs };
+    nix::sys::socket::sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        cmsgs,
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(io::Error::from)
+}
+
+/// `socketpair(AF_UNIX, kind)` with close-on-exec, blocking.
+pub fn raw_pair(kind: nix::sys::socket::SockType) -> (OwnedFd, OwnedFd) {
+    nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        kind,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .expect("socketpair")
+}
