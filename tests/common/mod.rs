@@ -117,6 +117,26 @@ fn assert_no_leak(before: &BTreeMap<i32, String>) {
     assert_eq!(before, &after, "the set of open descriptors changed");
 }
 
+/// Fails the whole test process if it is still running after `limit`: for tests
+/// whose failure mode is a runtime thread blocked in a syscall, where no timer on
+/// that runtime could fire. Dropping the guard disarms it.
+pub fn watchdog(what: &'static str, limit: Duration) -> impl Drop {
+    struct Disarm(std::sync::mpsc::Sender<()>);
+    impl Drop for Disarm {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+    let (disarm, armed) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(limit) {
+            eprintln!("watchdog: {what} blocked for {limit:?}");
+            std::process::exit(101);
+        }
+    });
+    Disarm(disarm)
+}
+
 /// The role this process was started in, if it is a child.
 pub fn child_role() -> Option<String> {
     std::env::var(ROLE_VAR).ok()
@@ -215,6 +235,11 @@ impl Logs {
     /// Everything logged so far.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+
+    /// Forgets everything logged so far.
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Installs a subscriber that writes into these logs, for this thread, until the

@@ -1,0 +1,140 @@
+//! Messages at and past their limits: descriptors, record size, empty records,
+//! truncation.
+
+mod common;
+
+use std::io::{self, ErrorKind};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::{ensure, fail, inode, raw_pair, raw_send, run, Logs};
+use nix::sys::socket::{getsockopt, setsockopt, sockopt, SockType};
+use tokio_imc::{ConnectedSocket, MAX_FDS_PER_MESSAGE, MAX_RECV_SIZE};
+
+async fn nothing_arrives(socket: &ConnectedSocket) -> io::Result<()> {
+    match tokio::time::timeout(Duration::from_millis(100), socket.recv()).await {
+        Err(_) => Ok(()),
+        Ok(got) => Err(fail(format!("something arrived: {got:?}"))),
+    }
+}
+
+#[test]
+fn up_to_253_descriptors_travel_and_254_are_refused_before_sending() {
+    run(|| async {
+        let (a, b) = ConnectedSocket::pair()?;
+        let (read_end, _write_end) = common::pipe();
+        let fds: Vec<BorrowedFd<'_>> = vec![read_end.as_fd(); MAX_FDS_PER_MESSAGE];
+        a.send(b"many", &fds).await?;
+        let got = b.recv().await?.ok_or_else(|| fail("closed"))?;
+        ensure(got.fds.len() == 253, format!("{} descriptors", got.fds.len()))?;
+        ensure(got.fds.iter().all(|fd| inode(fd) == inode(&read_end)), "each is the same pipe")?;
+        drop(got);
+
+        let over: Vec<BorrowedFd<'_>> = vec![read_end.as_fd(); MAX_FDS_PER_MESSAGE + 1];
+        let err = a.send(b"too many", &over).await.err().ok_or_else(|| fail("254 sent"))?;
+        ensure(err.kind() == ErrorKind::InvalidInput, format!("{err:?}"))?;
+        ensure(err.to_string().contains("253"), err.to_string())?;
+        nothing_arrives(&b).await
+    });
+}
+
+#[test]
+fn the_largest_record_travels_and_one_byte_more_is_refused_naming_the_limit() {
+    run(|| async {
+        let (a, b) = ConnectedSocket::pair()?;
+        let limit = getsockopt(&a.as_fd(), sockopt::SndBuf).map_err(io::Error::from)? - 32;
+        let big: Vec<u8> = (0..limit).map(|i| (i % 251) as u8).collect();
+        a.send(&big, &[]).await?;
+        let got = b.recv().await?.ok_or_else(|| fail("closed"))?;
+        ensure(got.data[..] == big[..], format!("record of {limit} bytes arrived whole"))?;
+
+        let over = vec![7u8; limit + 1];
+        let err = a.send(&over, &[]).await.err().ok_or_else(|| fail("oversized record sent"))?;
+        ensure(err.kind() == ErrorKind::InvalidInput, format!("{err:?}"))?;
+        ensure(err.to_string().contains(&format!("{limit} bytes")), err.to_string())?;
+        nothing_arrives(&b).await?;
+        a.send(b"next", &[]).await?;
+        ensure(&b.recv().await?.ok_or_else(|| fail("closed"))?.data[..] == b"next", "still usable")
+    });
+}
+
+#[test]
+fn an_empty_message_is_refused_but_descriptors_alone_travel() {
+    run(|| async {
+        let (a, b) = ConnectedSocket::pair()?;
+        let err = a.send(b"", &[]).await.err().ok_or_else(|| fail("empty message sent"))?;
+        ensure(err.kind() == ErrorKind::InvalidInput, format!("{err:?}"))?;
+        let (read_end, _write_end) = common::pipe();
+        a.send(b"", &[read_end.as_fd()]).await?;
+        let got = b.recv().await?.ok_or_else(|| fail("a message with only a descriptor read as end of stream"))?;
+        ensure(got.data.is_empty() && got.fds.len() == 1, "zero bytes, one descriptor")?;
+        ensure(inode(&got.fds[0]) == inode(&read_end), "the same pipe")
+    });
+}
+
+#[test]
+fn an_empty_record_from_a_connected_peer_is_skipped_and_shutdown_is_end_of_stream() {
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    run(|| async {
+        let (ours, theirs) = raw_pair(SockType::SeqPacket);
+        let ours = ConnectedSocket::try_from(ours)?;
+        raw_send(theirs.as_fd(), b"", &[])?;
+        raw_send(theirs.as_fd(), b"after the empty one", &[])?;
+        let got = ours.recv().await?.ok_or_else(|| fail("an empty record ended the stream"))?;
+        ensure(&got.data[..] == b"after the empty one", "next record")?;
+        ensure(logs.text().contains("skipped an empty record"), logs.text())?;
+        nix::sys::socket::shutdown(std::os::fd::AsRawFd::as_raw_fd(&theirs), nix::sys::socket::Shutdown::Write)
+            .map_err(io::Error::from)?;
+        ensure(ours.recv().await?.is_none(), "shutdown reads as end of stream")
+    });
+}
+
+#[test]
+fn a_record_longer_than_recv_takes_is_an_error_and_its_descriptors_are_closed() {
+    run(|| async {
+        let (ours, theirs) = raw_pair(SockType::SeqPacket);
+        let ours = ConnectedSocket::try_from(ours)?;
+        // Only a privileged peer can send more than MAX_RECV_SIZE (the tests run as
+        // root in CI): raise its buffer past the sysctl limit.
+        setsockopt(&theirs, sockopt::SndBufForce, &(4 * MAX_RECV_SIZE)).map_err(io::Error::from)?;
+        let (read_end, write_end) = common::pipe();
+        let huge = vec![1u8; MAX_RECV_SIZE + 4096];
+        raw_send(theirs.as_fd(), &huge, &[write_end.as_fd(), write_end.as_fd()])?;
+        drop(write_end);
+        raw_send(theirs.as_fd(), b"small", &[])?;
+        let err = ours.recv().await.err().ok_or_else(|| fail("truncated record accepted"))?;
+        ensure(err.kind() == ErrorKind::InvalidData, format!("{err:?}"))?;
+        ensure(err.to_string().contains("2 descriptor"), err.to_string())?;
+        // Both copies of the write end were closed: the pipe reads end-of-file.
+        let mut byte = [0u8; 1];
+        ensure(nix::unistd::read(&read_end, &mut byte) == Ok(0), "write ends all closed")?;
+        let got = ours.recv().await?.ok_or_else(|| fail("closed"))?;
+        ensure(&got.data[..] == b"small", "the socket stays usable")
+    });
+}
+
+#[test]
+fn recv_into_reuses_the_callers_buffers() {
+    run(|| async {
+        let (a, b) = ConnectedSocket::pair()?;
+        let (read_end, _write_end) = common::pipe();
+        let mut data = BytesMut::with_capacity(64);
+        let mut fds = Vec::new();
+        for i in 0..10u8 {
+            a.send(&[i; 48], &[read_end.as_fd()]).await?;
+            data.clear();
+            let len = b.recv_into(&mut data, &mut fds).await?.ok_or_else(|| fail("closed"))?;
+            ensure(len == 48 && data[..] == [i; 48], "record")?;
+        }
+        ensure(fds.len() == 10, "descriptors appended")?;
+        ensure(data.capacity() >= 48, "buffer kept")?;
+        // A record larger than the buffer's room is appended whole.
+        let long = vec![9u8; 100_000];
+        a.send(&long, &[]).await?;
+        data.clear();
+        let len = b.recv_into(&mut data, &mut fds).await?.ok_or_else(|| fail("closed"))?;
+        ensure(len == 100_000 && data[..] == long[..], "long record appended whole")
+    });
+}
