@@ -25,7 +25,9 @@ fn clear_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// call blocked, that whole thread would stop serving.
 fn echo_server(bound: OwnedFd) -> std::thread::JoinHandle<io::Result<()>> {
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         runtime.block_on(async move {
             let bound = BoundSocket::try_from(bound)?;
             loop {
@@ -81,16 +83,22 @@ fn a_peer_stealing_our_messages_through_a_blocking_duplicate_cannot_stall_the_se
             raw_send(theirs.as_fd(), b"steal me", &[])?;
             let text = i.to_string();
             good.send(text.as_bytes(), &[]).await?;
-            let echo = bounded(&format!("round trip {i} while a thief races the server"), good.recv())
-                .await??
-                .ok_or_else(|| fail("server closed"))?;
+            let echo = bounded(
+                &format!("round trip {i} while a thief races the server"),
+                good.recv(),
+            )
+            .await??
+            .ok_or_else(|| fail("server closed"))?;
             ensure(echo.data == text.as_bytes(), "echo")?;
         }
 
         stop.store(true, Ordering::Relaxed);
         drop(theirs); // wakes the thief with end-of-stream
         let stolen = thief.join().map_err(|_| fail("thief panicked"))?;
-        ensure(stolen > 0, "the thief won some races, so the server did see readiness without data")?;
+        ensure(
+            stolen > 0,
+            "the thief won some races, so the server did see readiness without data",
+        )?;
         drop(good);
         drop(address);
         let server_result = tokio::task::spawn_blocking(move || server.join())
@@ -133,7 +141,10 @@ fn a_holder_making_the_shared_address_blocking_cannot_block_connect() {
         for _ in 0..=raw_clients.len() {
             bounded("accept", bound.accept()).await??;
         }
-        let (client, server) = tokio::join!(bounded("connect", address.connect()), bounded("accept", bound.accept()));
+        let (client, server) = tokio::join!(
+            bounded("connect", address.connect()),
+            bounded("accept", bound.accept())
+        );
         client??.send(b"through", &[]).await?;
         ensure(server??.recv().await?.is_some(), "served")
     });

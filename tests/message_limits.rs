@@ -27,12 +27,22 @@ fn up_to_253_descriptors_travel_and_254_are_refused_before_sending() {
         let fds: Vec<BorrowedFd<'_>> = vec![read_end.as_fd(); MAX_FDS_PER_MESSAGE];
         a.send(b"many", &fds).await?;
         let got = b.recv().await?.ok_or_else(|| fail("closed"))?;
-        ensure(got.fds.len() == 253, format!("{} descriptors", got.fds.len()))?;
-        ensure(got.fds.iter().all(|fd| inode(fd) == inode(&read_end)), "each is the same pipe")?;
+        ensure(
+            got.fds.len() == 253,
+            format!("{} descriptors", got.fds.len()),
+        )?;
+        ensure(
+            got.fds.iter().all(|fd| inode(fd) == inode(&read_end)),
+            "each is the same pipe",
+        )?;
         drop(got);
 
         let over: Vec<BorrowedFd<'_>> = vec![read_end.as_fd(); MAX_FDS_PER_MESSAGE + 1];
-        let err = a.send(b"too many", &over).await.err().ok_or_else(|| fail("254 sent"))?;
+        let err = a
+            .send(b"too many", &over)
+            .await
+            .err()
+            .ok_or_else(|| fail("254 sent"))?;
         ensure(err.kind() == ErrorKind::InvalidInput, format!("{err:?}"))?;
         ensure(err.to_string().contains("253"), err.to_string())?;
         nothing_arrives(&b).await
@@ -47,15 +57,28 @@ fn the_largest_record_travels_and_one_byte_more_is_refused_naming_the_limit() {
         let big: Vec<u8> = (0..limit).map(|i| (i % 251) as u8).collect();
         a.send(&big, &[]).await?;
         let got = b.recv().await?.ok_or_else(|| fail("closed"))?;
-        ensure(got.data[..] == big[..], format!("record of {limit} bytes arrived whole"))?;
+        ensure(
+            got.data[..] == big[..],
+            format!("record of {limit} bytes arrived whole"),
+        )?;
 
         let over = vec![7u8; limit + 1];
-        let err = a.send(&over, &[]).await.err().ok_or_else(|| fail("oversized record sent"))?;
+        let err = a
+            .send(&over, &[])
+            .await
+            .err()
+            .ok_or_else(|| fail("oversized record sent"))?;
         ensure(err.kind() == ErrorKind::InvalidInput, format!("{err:?}"))?;
-        ensure(err.to_string().contains(&format!("{limit} bytes")), err.to_string())?;
+        ensure(
+            err.to_string().contains(&format!("{limit} bytes")),
+            err.to_string(),
+        )?;
         nothing_arrives(&b).await?;
         a.send(b"next", &[]).await?;
-        ensure(&b.recv().await?.ok_or_else(|| fail("closed"))?.data[..] == b"next", "still usable")
+        ensure(
+            &b.recv().await?.ok_or_else(|| fail("closed"))?.data[..] == b"next",
+            "still usable",
+        )
     });
 }
 
@@ -63,12 +86,22 @@ fn the_largest_record_travels_and_one_byte_more_is_refused_naming_the_limit() {
 fn an_empty_message_is_refused_but_descriptors_alone_travel() {
     run(|| async {
         let (a, b) = ConnectedSocket::pair()?;
-        let err = a.send(b"", &[]).await.err().ok_or_else(|| fail("empty message sent"))?;
+        let err = a
+            .send(b"", &[])
+            .await
+            .err()
+            .ok_or_else(|| fail("empty message sent"))?;
         ensure(err.kind() == ErrorKind::InvalidInput, format!("{err:?}"))?;
         let (read_end, _write_end) = common::pipe();
         a.send(b"", &[read_end.as_fd()]).await?;
-        let got = b.recv().await?.ok_or_else(|| fail("a message with only a descriptor read as end of stream"))?;
-        ensure(got.data.is_empty() && got.fds.len() == 1, "zero bytes, one descriptor")?;
+        let got = b
+            .recv()
+            .await?
+            .ok_or_else(|| fail("a message with only a descriptor read as end of stream"))?;
+        ensure(
+            got.data.is_empty() && got.fds.len() == 1,
+            "zero bytes, one descriptor",
+        )?;
         ensure(inode(&got.fds[0]) == inode(&read_end), "the same pipe")
     });
 }
@@ -82,12 +115,21 @@ fn an_empty_record_from_a_connected_peer_is_skipped_and_shutdown_is_end_of_strea
         let ours = ConnectedSocket::try_from(ours)?;
         raw_send(theirs.as_fd(), b"", &[])?;
         raw_send(theirs.as_fd(), b"after the empty one", &[])?;
-        let got = ours.recv().await?.ok_or_else(|| fail("an empty record ended the stream"))?;
+        let got = ours
+            .recv()
+            .await?
+            .ok_or_else(|| fail("an empty record ended the stream"))?;
         ensure(&got.data[..] == b"after the empty one", "next record")?;
         ensure(logs.text().contains("skipped an empty record"), logs.text())?;
-        nix::sys::socket::shutdown(std::os::fd::AsRawFd::as_raw_fd(&theirs), nix::sys::socket::Shutdown::Write)
-            .map_err(io::Error::from)?;
-        ensure(ours.recv().await?.is_none(), "shutdown reads as end of stream")
+        nix::sys::socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(&theirs),
+            nix::sys::socket::Shutdown::Write,
+        )
+        .map_err(io::Error::from)?;
+        ensure(
+            ours.recv().await?.is_none(),
+            "shutdown reads as end of stream",
+        )
     });
 }
 
@@ -101,15 +143,26 @@ fn a_record_longer_than_recv_takes_is_an_error_and_its_descriptors_are_closed() 
         setsockopt(&theirs, sockopt::SndBufForce, &(4 * MAX_RECV_SIZE)).map_err(io::Error::from)?;
         let (read_end, write_end) = common::pipe();
         let huge = vec![1u8; MAX_RECV_SIZE + 4096];
-        raw_send(theirs.as_fd(), &huge, &[write_end.as_fd(), write_end.as_fd()])?;
+        raw_send(
+            theirs.as_fd(),
+            &huge,
+            &[write_end.as_fd(), write_end.as_fd()],
+        )?;
         drop(write_end);
         raw_send(theirs.as_fd(), b"small", &[])?;
-        let err = ours.recv().await.err().ok_or_else(|| fail("truncated record accepted"))?;
+        let err = ours
+            .recv()
+            .await
+            .err()
+            .ok_or_else(|| fail("truncated record accepted"))?;
         ensure(err.kind() == ErrorKind::InvalidData, format!("{err:?}"))?;
         ensure(err.to_string().contains("2 descriptor"), err.to_string())?;
         // Both copies of the write end were closed: the pipe reads end-of-file.
         let mut byte = [0u8; 1];
-        ensure(nix::unistd::read(&read_end, &mut byte) == Ok(0), "write ends all closed")?;
+        ensure(
+            nix::unistd::read(&read_end, &mut byte) == Ok(0),
+            "write ends all closed",
+        )?;
         let got = ours.recv().await?.ok_or_else(|| fail("closed"))?;
         ensure(&got.data[..] == b"small", "the socket stays usable")
     });
@@ -125,7 +178,10 @@ fn recv_into_reuses_the_callers_buffers() {
         for i in 0..10u8 {
             a.send(&[i; 48], &[read_end.as_fd()]).await?;
             data.clear();
-            let len = b.recv_into(&mut data, &mut fds).await?.ok_or_else(|| fail("closed"))?;
+            let len = b
+                .recv_into(&mut data, &mut fds)
+                .await?
+                .ok_or_else(|| fail("closed"))?;
             ensure(len == 48 && data[..] == [i; 48], "record")?;
         }
         ensure(fds.len() == 10, "descriptors appended")?;
@@ -134,7 +190,13 @@ fn recv_into_reuses_the_callers_buffers() {
         let long = vec![9u8; 100_000];
         a.send(&long, &[]).await?;
         data.clear();
-        let len = b.recv_into(&mut data, &mut fds).await?.ok_or_else(|| fail("closed"))?;
-        ensure(len == 100_000 && data[..] == long[..], "long record appended whole")
+        let len = b
+            .recv_into(&mut data, &mut fds)
+            .await?
+            .ok_or_else(|| fail("closed"))?;
+        ensure(
+            len == 100_000 && data[..] == long[..],
+            "long record appended whole",
+        )
     });
 }

@@ -10,7 +10,10 @@ use tokio_imc::{make_bound_socket, ConnectedSocket, SocketAddress};
 
 /// Connects until a connect does not complete within `patience`: the server's
 /// queue is then full. Returns the connections made.
-async fn fill_queue(address: &SocketAddress, patience: Duration) -> io::Result<Vec<ConnectedSocket>> {
+async fn fill_queue(
+    address: &SocketAddress,
+    patience: Duration,
+) -> io::Result<Vec<ConnectedSocket>> {
     let mut queued = Vec::new();
     loop {
         match tokio::time::timeout(patience, address.connect()).await {
@@ -30,26 +33,53 @@ fn connect_to_a_closed_server_is_refused_without_sigpipe() {
         // Restore SIGPIPE's default action (Rust ignores it): a send that raised it
         // would kill this child, and the parent would see it.
         // SAFETY: no other thread of this child installs signal handlers.
-        unsafe { nix::sys::signal::signal(nix::sys::signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) }
-            .expect("reset SIGPIPE");
+        unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        }
+        .expect("reset SIGPIPE");
         child_main(|| async {
             let (address, bound) = make_bound_socket()?;
             drop(bound);
-            let err = address.connect().await.err().ok_or_else(|| fail("connect succeeded"))?;
-            ensure(err.kind() == ErrorKind::ConnectionRefused, format!("{err:?}"))?;
+            let err = address
+                .connect()
+                .await
+                .err()
+                .ok_or_else(|| fail("connect succeeded"))?;
+            ensure(
+                err.kind() == ErrorKind::ConnectionRefused,
+                format!("{err:?}"),
+            )?;
             let (a, b) = ConnectedSocket::pair()?;
             drop(b);
-            let err = a.send(b"x", &[]).await.err().ok_or_else(|| fail("send succeeded"))?;
+            let err = a
+                .send(b"x", &[])
+                .await
+                .err()
+                .ok_or_else(|| fail("send succeeded"))?;
             ensure(err.kind() == ErrorKind::BrokenPipe, format!("{err:?}"))
         });
     }
     let status = child(TEST, "child").status().expect("spawn child");
-    assert!(status.success(), "child: {status} (killed by SIGPIPE would show signal 13)");
+    assert_eq!(
+        status.code(),
+        Some(common::CHILD_OK),
+        "child: {status} (killed by SIGPIPE would show signal 13)"
+    );
     run(|| async {
         let (address, bound) = make_bound_socket()?;
         drop(bound);
-        let err = address.connect().await.err().ok_or_else(|| fail("connect succeeded"))?;
-        ensure(err.kind() == ErrorKind::ConnectionRefused, format!("{err:?}"))?;
+        let err = address
+            .connect()
+            .await
+            .err()
+            .ok_or_else(|| fail("connect succeeded"))?;
+        ensure(
+            err.kind() == ErrorKind::ConnectionRefused,
+            format!("{err:?}"),
+        )?;
         ensure(err.to_string().contains("server is gone"), err.to_string())
     });
 }
@@ -68,7 +98,11 @@ fn queued_clients_see_their_connection_end_when_the_server_drops() {
             let got = bounded("recv on an orphaned connection", connection.recv()).await??;
             ensure(got.is_none(), "recv reports end of stream")?;
             // send: broken pipe, no SIGPIPE.
-            let err = connection.send(b"anyone?", &[]).await.err().ok_or_else(|| fail("send succeeded"))?;
+            let err = connection
+                .send(b"anyone?", &[])
+                .await
+                .err()
+                .ok_or_else(|| fail("send succeeded"))?;
             ensure(err.kind() == ErrorKind::BrokenPipe, format!("{err:?}"))?;
         }
         Ok(())
@@ -91,7 +125,10 @@ fn accept_with_no_address_left_fails_at_once_and_keeps_failing() {
                 .err()
                 .ok_or_else(|| fail("accept succeeded"))?;
             ensure(err.kind() == ErrorKind::NotConnected, format!("{err:?}"))?;
-            ensure(err.to_string().contains("every SocketAddress"), err.to_string())?;
+            ensure(
+                err.to_string().contains("every SocketAddress"),
+                err.to_string(),
+            )?;
         }
         Ok(())
     });
@@ -102,7 +139,10 @@ fn connect_waits_while_the_queue_is_full_and_a_cancelled_connect_sends_nothing()
     run(|| async {
         let (address, bound) = make_bound_socket()?;
         let queued = fill_queue(&address, Duration::from_millis(200)).await?;
-        ensure(queued.len() > 5, format!("only {} requests fit", queued.len()))?;
+        ensure(
+            queued.len() > 5,
+            format!("only {} requests fit", queued.len()),
+        )?;
 
         // Cancel many waiting connects: each is dropped while waiting.
         for _ in 0..50 {
@@ -124,7 +164,9 @@ fn connect_waits_while_the_queue_is_full_and_a_cancelled_connect_sends_nothing()
         for _ in 0..queued.len() {
             accepted.push(bounded("accept", bound.accept()).await??);
         }
-        let late = bounded("the waiting connect", waiting).await?.map_err(io::Error::other)??;
+        let late = bounded("the waiting connect", waiting)
+            .await?
+            .map_err(io::Error::other)??;
         accepted.push(bounded("accept of the waiting connect", bound.accept()).await??);
 
         // Exactly one connection per completed connect, in order: the cancelled
@@ -133,10 +175,16 @@ fn connect_waits_while_the_queue_is_full_and_a_cancelled_connect_sends_nothing()
         for (i, (client, server)) in clients.iter().zip(&accepted).enumerate() {
             client.send(format!("{i}").as_bytes(), &[]).await?;
             let got = server.recv().await?.ok_or_else(|| fail("closed"))?;
-            ensure(got.data == format!("{i}").as_bytes(), format!("connection {i} pairs with its client"))?;
+            ensure(
+                got.data == format!("{i}").as_bytes(),
+                format!("connection {i} pairs with its client"),
+            )?;
         }
         let extra = tokio::time::timeout(Duration::from_millis(200), bound.accept()).await;
-        ensure(extra.is_err(), "no request left behind by a cancelled connect")
+        ensure(
+            extra.is_err(),
+            "no request left behind by a cancelled connect",
+        )
     });
 }
 
@@ -146,14 +194,21 @@ fn a_child_inherits_the_address_connects_and_exchanges_descriptors() {
     if child_role().is_some() {
         child_main(|| async {
             let address = SocketAddress::from_env()?;
-            ensure(std::env::var_os(tokio_imc::handoff::ENV_VAR).is_none(), "variable removed")?;
+            ensure(
+                std::env::var_os(tokio_imc::handoff::ENV_VAR).is_none(),
+                "variable removed",
+            )?;
             let connection = address.connect().await?;
-            let memfd = nix::sys::memfd::memfd_create(c"child", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-                .map_err(io::Error::from)?;
+            let memfd =
+                nix::sys::memfd::memfd_create(c"child", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                    .map_err(io::Error::from)?;
             nix::unistd::write(&memfd, b"written by the child").map_err(io::Error::from)?;
             use std::os::fd::AsFd;
             connection.send(b"memfd", &[memfd.as_fd()]).await?;
-            let reply = connection.recv().await?.ok_or_else(|| fail("server closed"))?;
+            let reply = connection
+                .recv()
+                .await?
+                .ok_or_else(|| fail("server closed"))?;
             ensure(&reply.data[..] == b"thanks", "reply")
         });
     }
@@ -162,20 +217,33 @@ fn a_child_inherits_the_address_connects_and_exchanges_descriptors() {
         use std::os::fd::AsFd;
         let (address, bound) = make_bound_socket()?;
         let mut command = child(TEST, "child");
-        tokio_imc::handoff::pass(&mut command, &[(tokio_imc::handoff::ADDRESS, address.as_fd())])?;
+        tokio_imc::handoff::pass(
+            &mut command,
+            &[(tokio_imc::handoff::ADDRESS, address.as_fd())],
+        )?;
         let process = command.spawn()?;
         drop(command);
         let pid = process.id() as i32;
         let connection = bounded("accept from the child", bound.accept()).await??;
-        ensure(connection.peer_credentials()?.pid == pid, "peer_credentials names the child")?;
-        let mut message = bounded("the child's message", connection.recv()).await??.ok_or_else(|| fail("closed"))?;
-        ensure(&message.data[..] == b"memfd" && message.fds.len() == 1, "one memfd")?;
+        ensure(
+            connection.peer_credentials()?.pid == pid,
+            "peer_credentials names the child",
+        )?;
+        let mut message = bounded("the child's message", connection.recv())
+            .await??
+            .ok_or_else(|| fail("closed"))?;
+        ensure(
+            &message.data[..] == b"memfd" && message.fds.len() == 1,
+            "one memfd",
+        )?;
         let mut file = std::fs::File::from(message.fds.remove(0));
         file.rewind()?;
         let mut text = String::new();
         file.read_to_string(&mut text)?;
         ensure(text == "written by the child", text.clone())?;
         connection.send(b"thanks", &[]).await?;
-        tokio::task::spawn_blocking(move || expect_success(process)).await.map_err(io::Error::other)
+        tokio::task::spawn_blocking(move || expect_success(process))
+            .await
+            .map_err(io::Error::other)
     });
 }

@@ -153,8 +153,12 @@ pub fn child(test: &str, role: &str) -> Command {
     command
 }
 
-/// Runs a child's body on a current-thread runtime and exits: 0 on success, 1
-/// with the error printed otherwise. Never returns.
+/// The exit code of a child whose body succeeded. Not 0: a child whose test
+/// filter matched nothing also exits 0, and must not count as a pass.
+pub const CHILD_OK: i32 = 42;
+
+/// Runs a child's body on a current-thread runtime and exits: [`CHILD_OK`] on
+/// success, 1 with the error printed otherwise. Never returns.
 pub fn child_main<F, Fut>(body: F) -> !
 where
     F: FnOnce() -> Fut,
@@ -165,7 +169,7 @@ where
         .build()
         .expect("build runtime");
     match runtime.block_on(body()) {
-        Ok(()) => std::process::exit(0),
+        Ok(()) => std::process::exit(CHILD_OK),
         Err(err) => {
             eprintln!("child failed: {err}");
             std::process::exit(1)
@@ -173,12 +177,12 @@ where
     }
 }
 
-/// Waits for `child` (with a hang bound) and asserts it exited 0.
+/// Waits for `child` (with a hang bound) and asserts that its body ran and succeeded.
 pub fn expect_success(mut child: std::process::Child) {
     let deadline = std::time::Instant::now() + HANG;
     loop {
         if let Some(status) = child.try_wait().expect("wait for child") {
-            assert!(status.success(), "child exited with {status}");
+            assert_eq!(status.code(), Some(CHILD_OK), "child exited with {status}");
             return;
         }
         if std::time::Instant::now() > deadline {

@@ -1,0 +1,87 @@
+//! Every descriptor the crate creates or receives is close-on-exec, and
+//! `peer_credentials` names the process that made the connection.
+
+mod common;
+
+use std::io;
+use std::os::fd::AsFd;
+
+use common::{ensure, fail, is_cloexec, run};
+use tokio_imc::{make_bound_socket, ConnectedSocket};
+
+#[test]
+fn every_descriptor_made_or_received_is_close_on_exec() {
+    run(|| async {
+        let (address, bound) = make_bound_socket()?;
+        let copy = address.try_clone()?;
+        let (client, server) = tokio::try_join!(address.connect(), bound.accept())?;
+        let (a, b) = ConnectedSocket::pair()?;
+        // A descriptor that is *not* close-on-exec in the sender arrives as one
+        // that is (MSG_CMSG_CLOEXEC).
+        let (read_end, _write_end) = nix::unistd::pipe().map_err(io::Error::from)?;
+        ensure(
+            !is_cloexec(read_end.as_fd()),
+            "the test's pipe starts inheritable",
+        )?;
+        client.send(b"fd", &[read_end.as_fd()]).await?;
+        let message = server.recv().await?.ok_or_else(|| fail("closed"))?;
+        let received = &message.fds[0];
+        for (what, fd) in [
+            ("address", address.as_fd()),
+            ("try_clone", copy.as_fd()),
+            ("bound", bound.as_fd()),
+            ("client", client.as_fd()),
+            ("accepted", server.as_fd()),
+            ("pair a", a.as_fd()),
+            ("pair b", b.as_fd()),
+            ("received", received.as_fd()),
+        ] {
+            ensure(is_cloexec(fd), format!("{what} is close-on-exec"))?;
+        }
+        // And a program we exec sees none of them: only stdio and its own listing.
+        drop(read_end);
+        let listing = std::process::Command::new("ls")
+            .arg("/proc/self/fd")
+            .output()?;
+        let names = String::from_utf8_lossy(&listing.stdout)
+            .split_whitespace()
+            .count();
+        ensure(
+            names == 4,
+            format!("exec'd program saw {names} descriptors"),
+        )
+    });
+}
+
+#[test]
+fn a_descriptor_adopted_through_try_from_is_made_close_on_exec() {
+    run(|| async {
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair()?;
+        let ours = std::os::fd::OwnedFd::from(ours);
+        nix::fcntl::fcntl(
+            &ours,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .map_err(io::Error::from)?;
+        ensure(!is_cloexec(ours.as_fd()), "starts inheritable")?;
+        let address = tokio_imc::SocketAddress::try_from(ours)?;
+        ensure(
+            is_cloexec(address.as_fd()),
+            "adopted address is close-on-exec",
+        )
+    });
+}
+
+#[test]
+fn peer_credentials_of_a_pair_name_this_process() {
+    run(|| async {
+        let (a, _b) = ConnectedSocket::pair()?;
+        let credentials = a.peer_credentials()?;
+        ensure(
+            credentials.pid == std::process::id() as i32,
+            format!("{credentials:?}"),
+        )?;
+        ensure(credentials.uid == nix::unistd::geteuid().as_raw(), "uid")?;
+        ensure(credentials.gid == nix::unistd::getegid().as_raw(), "gid")
+    });
+}

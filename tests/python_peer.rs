@@ -1,0 +1,79 @@
+//! Interoperability with a peer that knows nothing of this crate: Python's
+//! standard library (`socket.send_fds` / `socket.recv_fds`), speaking PROTOCOL.md.
+
+mod common;
+
+use std::io::{self, Read, Seek};
+use std::os::fd::AsFd;
+use std::process::Command;
+
+use common::{bounded, ensure, fail, inode, run};
+use tokio_imc::{handoff, make_bound_socket, SocketAddress};
+
+#[test]
+fn a_python_peer_connects_to_us_and_accepts_our_connection() {
+    run(|| async {
+        let (address, bound) = make_bound_socket()?;
+        let mut command = Command::new("python3");
+        command.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/python_peer.py"
+        ));
+        handoff::pass(&mut command, &[(handoff::ADDRESS, address.as_fd())])?;
+        let python = command.spawn()?;
+        drop(command);
+
+        // Python as a client of ours.
+        let connection = bounded("accept from python", bound.accept()).await??;
+        let (read_end, write_end) = common::pipe();
+        connection
+            .send(b"hello python", &[write_end.as_fd()])
+            .await?;
+        drop(write_end);
+        let mut written = String::new();
+        std::fs::File::from(read_end).read_to_string(&mut written)?;
+        ensure(written == "python wrote this", written.clone())?;
+
+        let mut message = bounded("python's memfd", connection.recv())
+            .await??
+            .ok_or_else(|| fail("closed"))?;
+        ensure(
+            &message.data[..] == b"from python" && message.fds.len() == 1,
+            "memfd message",
+        )?;
+        let mut memfd = std::fs::File::from(message.fds.remove(0));
+        memfd.rewind()?;
+        let mut text = String::new();
+        memfd.read_to_string(&mut text)?;
+        ensure(text == "python memfd", text.clone())?;
+
+        // Python as a server: its address arrives in a message.
+        let mut message = bounded("python's address", connection.recv())
+            .await??
+            .ok_or_else(|| fail("closed"))?;
+        ensure(
+            &message.data[..] == b"my address" && message.fds.len() == 1,
+            "address message",
+        )?;
+        let python_address = SocketAddress::try_from(message.fds.remove(0))?;
+        let to_python = python_address.connect().await?;
+        let (token, _token_peer) = common::pipe();
+        to_python.send(b"rust client", &[token.as_fd()]).await?;
+        let reply = bounded("python's reply", to_python.recv())
+            .await??
+            .ok_or_else(|| fail("closed"))?;
+        ensure(&reply.data[..] == b"python server reply", "reply")?;
+        ensure(
+            reply.fds.len() == 1 && inode(&reply.fds[0]) == inode(&token),
+            "our descriptor came back",
+        )?;
+
+        let status = tokio::task::spawn_blocking(move || {
+            let mut python = python;
+            python.wait()
+        })
+        .await
+        .map_err(io::Error::other)??;
+        ensure(status.success(), format!("python exited with {status}"))
+    });
+}
