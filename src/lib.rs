@@ -42,6 +42,7 @@ compile_error!(
 
 mod address;
 mod ancillary;
+pub mod blocking;
 mod bound;
 mod connection;
 mod credentials;

@@ -43,6 +43,8 @@ fn serial() -> MutexGuard<'static, ()> {
             .build()
             .expect("build runtime");
         runtime.block_on(async {});
+        // The blocking facade's process-wide runtime, likewise kept from first use.
+        drop(tokio_imc::blocking::ConnectedSocket::pair().expect("blocking runtime"));
     });
     guard
 }

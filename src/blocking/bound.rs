@@ -1,0 +1,31 @@
+//! [`BoundSocket`], blocking.
+
+use std::io;
+use std::time::Duration;
+
+use super::conversions::blocking_wrapper;
+use super::runtime::{block_on, block_on_timeout};
+use super::ConnectedSocket;
+
+/// The blocking twin of [`crate::BoundSocket`].
+pub struct BoundSocket {
+    pub(super) inner: crate::BoundSocket,
+}
+
+blocking_wrapper!(BoundSocket, crate::BoundSocket);
+
+impl BoundSocket {
+    /// Blocks until a well-formed connect request arrives; see
+    /// [`crate::BoundSocket::accept`] for what is dropped and what fails.
+    pub fn accept(&self) -> io::Result<ConnectedSocket> {
+        let inner = block_on("accept", self.inner.accept())??;
+        Ok(ConnectedSocket { inner })
+    }
+
+    /// As [`accept`](Self::accept), failing with `TimedOut` after `limit`; no
+    /// request is lost by the timeout.
+    pub fn accept_timeout(&self, limit: Duration) -> io::Result<ConnectedSocket> {
+        let inner = block_on_timeout("accept", limit, self.inner.accept())?;
+        Ok(ConnectedSocket { inner })
+    }
+}

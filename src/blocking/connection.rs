@@ -1,0 +1,59 @@
+//! [`ConnectedSocket`], blocking.
+
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::BorrowedFd;
+use std::time::Duration;
+
+use super::conversions::blocking_wrapper;
+use super::runtime::{block_on, block_on_timeout, register};
+use crate::{Credentials, Message};
+
+/// The blocking twin of [`crate::ConnectedSocket`].
+pub struct ConnectedSocket {
+    pub(super) inner: crate::ConnectedSocket,
+}
+
+blocking_wrapper!(ConnectedSocket, crate::ConnectedSocket);
+
+impl ConnectedSocket {
+    /// Creates a connected pair.
+    pub fn pair() -> io::Result<(ConnectedSocket, ConnectedSocket)> {
+        let (a, b) = register(crate::ConnectedSocket::pair)?;
+        Ok((ConnectedSocket { inner: a }, ConnectedSocket { inner: b }))
+    }
+
+    /// Sends one record; see [`crate::ConnectedSocket::send`]. Blocks while the
+    /// socket's buffer is full.
+    pub fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        block_on("send", self.inner.send(data, fds))?
+    }
+
+    /// Receives one record, or `None` at end-of-stream; see
+    /// [`crate::ConnectedSocket::recv`].
+    pub fn recv(&self) -> io::Result<Option<Message>> {
+        block_on("recv", self.inner.recv())?
+    }
+
+    /// As [`recv`](Self::recv), failing with `TimedOut` after `limit`; no record
+    /// is lost by the timeout.
+    pub fn recv_timeout(&self, limit: Duration) -> io::Result<Option<Message>> {
+        block_on_timeout("recv", limit, self.inner.recv())
+    }
+
+    /// See [`crate::ConnectedSocket::peer_credentials`].
+    pub fn peer_credentials(&self) -> io::Result<Credentials> {
+        self.inner.peer_credentials()
+    }
+
+    /// See [`crate::ConnectedSocket::shutdown`].
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.inner.shutdown(how)
+    }
+
+    /// Takes the connection a parent passed under `name` (see [`crate::handoff`]).
+    pub fn from_env_named(name: &str) -> io::Result<ConnectedSocket> {
+        let inner = register(|| crate::ConnectedSocket::from_env_named(name))?;
+        Ok(ConnectedSocket { inner })
+    }
+}

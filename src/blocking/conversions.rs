@@ -1,0 +1,61 @@
+//! The conversions every blocking type shares with its async twin.
+
+/// Implements `Debug`, `AsFd`, `AsRawFd`, `From<$blocking> for OwnedFd`,
+/// `TryFrom<OwnedFd>`, `From<$blocking> for $async` style `into_async`, and
+/// `from_async`, for a blocking wrapper `$blocking { inner: $async }`.
+macro_rules! blocking_wrapper {
+    ($blocking:ident, $async:ty) => {
+        impl std::fmt::Debug for $blocking {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(concat!("blocking::", stringify!($blocking)))
+                    .field("fd", &std::os::fd::AsRawFd::as_raw_fd(&self.inner))
+                    .finish()
+            }
+        }
+
+        impl std::os::fd::AsFd for $blocking {
+            fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                self.inner.as_fd()
+            }
+        }
+
+        impl std::os::fd::AsRawFd for $blocking {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                self.inner.as_raw_fd()
+            }
+        }
+
+        impl From<$blocking> for std::os::fd::OwnedFd {
+            fn from(value: $blocking) -> std::os::fd::OwnedFd {
+                value.inner.into()
+            }
+        }
+
+        impl TryFrom<std::os::fd::OwnedFd> for $blocking {
+            type Error = std::io::Error;
+
+            /// Validates the descriptor as the async type does, and registers it
+            /// with the blocking runtime. Works with or without a runtime.
+            fn try_from(fd: std::os::fd::OwnedFd) -> std::io::Result<Self> {
+                let inner = crate::blocking::runtime::register(|| <$async>::try_from(fd))?;
+                Ok($blocking { inner })
+            }
+        }
+
+        impl $blocking {
+            /// Turns this into the async type, registered with the current Tokio
+            /// runtime (call it inside one).
+            pub fn into_async(self) -> std::io::Result<$async> {
+                <$async>::try_from(std::os::fd::OwnedFd::from(self.inner))
+            }
+
+            /// Turns an async object into this blocking one (re-registered with the
+            /// blocking runtime). Works inside or outside a runtime.
+            pub fn from_async(value: $async) -> std::io::Result<Self> {
+                Self::try_from(std::os::fd::OwnedFd::from(value))
+            }
+        }
+    };
+}
+
+pub(crate) use blocking_wrapper;

@@ -1,0 +1,53 @@
+//! The same API without `async`: for supervisors, command-line tools, test
+//! harnesses and sandboxed helpers that are synchronous.
+//!
+//! Names, semantics and errors are those of the async types. Every object is
+//! driven by one process-wide current-thread Tokio runtime, built on first use: no
+//! worker threads, no runtime per connection. Objects are `Send + Sync` and can be
+//! used from several threads at once.
+//!
+//! Calling a blocking method from inside a Tokio runtime (an async task, or
+//! `spawn_blocking`) returns an error instead of stalling or panicking: use the
+//! async API there; [`BoundSocket::into_async`] and friends convert.
+//!
+//! ```
+//! use tokio_imc::blocking;
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let (address, bound) = blocking::make_bound_socket()?;
+//! let server = std::thread::spawn(move || -> std::io::Result<()> {
+//!     let connection = bound.accept()?;
+//!     while let Some(message) = connection.recv()? {
+//!         connection.send(&message.data, &[])?;
+//!     }
+//!     Ok(())
+//! });
+//! let connection = address.connect()?;
+//! connection.send(b"ping", &[])?;
+//! assert_eq!(&connection.recv()?.expect("an echo").data[..], b"ping");
+//! drop(connection);
+//! server.join().expect("server thread")?;
+//! # Ok(()) }
+//! ```
+
+mod address;
+mod bound;
+mod connection;
+mod conversions;
+mod runtime;
+
+use std::io;
+
+pub use crate::Message;
+pub use address::SocketAddress;
+pub use bound::BoundSocket;
+pub use connection::ConnectedSocket;
+
+/// Makes a bound socket and its address; see [`crate::make_bound_socket`].
+pub fn make_bound_socket() -> io::Result<(SocketAddress, BoundSocket)> {
+    let (address, bound) = runtime::register(crate::make_bound_socket)?;
+    Ok((
+        SocketAddress { inner: address },
+        BoundSocket { inner: bound },
+    ))
+}
