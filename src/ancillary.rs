@@ -42,6 +42,9 @@ pub const CONTROL_CAPACITY: usize = cmsg_space(MAX_FDS_PER_MESSAGE * FD_SIZE)
     + cmsg_space(FD_SIZE)
     + 512;
 
+// The receive buffer holds a full SCM_RIGHTS record plus credentials and a pidfd.
+const _: () = assert!(CONTROL_CAPACITY >= 1032 + 32 + 24);
+
 /// `SCM_PIDFD` (Linux 6.5): a pidfd the kernel installs when the socket has
 /// `SO_PASSPIDFD`. Not in every libc release yet, so named here.
 pub const SCM_PIDFD: i32 = 0x04;
@@ -224,7 +227,6 @@ mod tests {
         assert_eq!(cmsg_len(4), 20);
         assert_eq!(cmsg_space(4), 24);
         assert_eq!(cmsg_space(253 * 4), 1032);
-        assert!(CONTROL_CAPACITY >= 1032 + 32 + 24);
     }
 
     #[test]

@@ -18,7 +18,7 @@ fn every_descriptor_made_or_received_is_close_on_exec() {
         let (a, b) = ConnectedSocket::pair()?;
         // A descriptor that is *not* close-on-exec in the sender arrives as one
         // that is (MSG_CMSG_CLOEXEC).
-        let (read_end, _write_end) = nix::unistd::pipe().map_err(io::Error::from)?;
+        let (read_end, write_end) = nix::unistd::pipe().map_err(io::Error::from)?;
         ensure(
             !is_cloexec(read_end.as_fd()),
             "the test's pipe starts inheritable",
@@ -38,18 +38,42 @@ fn every_descriptor_made_or_received_is_close_on_exec() {
         ] {
             ensure(is_cloexec(fd), format!("{what} is close-on-exec"))?;
         }
-        // And a program we exec sees none of them: only stdio and its own listing.
-        drop(read_end);
-        let listing = std::process::Command::new("ls")
-            .arg("/proc/self/fd")
+        // And a program we exec holds none of them: compare what its descriptors
+        // refer to (socket:[inode], pipe:[inode]) with ours.
+        let ours: Vec<String> = [
+            address.as_fd(),
+            copy.as_fd(),
+            bound.as_fd(),
+            client.as_fd(),
+            server.as_fd(),
+            received.as_fd(),
+        ]
+        .iter()
+        .map(|fd| {
+            std::fs::read_link(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(fd)
+            ))
+        })
+        .map(|target| target.map(|t| t.display().to_string()))
+        .collect::<io::Result<_>>()?;
+        // The test's own pipe is inheritable on purpose: close it first.
+        drop((read_end, write_end));
+        let listing = std::process::Command::new("sh")
+            .args(["-c", "ls -l /proc/$$/fd"])
             .output()?;
-        let names = String::from_utf8_lossy(&listing.stdout)
-            .split_whitespace()
-            .count();
+        let listing = String::from_utf8_lossy(&listing.stdout);
         ensure(
-            names == 4,
-            format!("exec'd program saw {names} descriptors"),
-        )
+            listing.contains("/dev/") || listing.contains("pipe:"),
+            format!("a real listing: {listing}"),
+        )?;
+        for target in &ours {
+            ensure(
+                !listing.contains(target.as_str()),
+                format!("the exec'd program holds {target}:\n{listing}"),
+            )?;
+        }
+        Ok(())
     });
 }
 

@@ -253,13 +253,11 @@ fn a_native_client_style_seqpacket_address_is_accepted() {
 #[test]
 fn outside_a_runtime_everything_fails_with_an_error_not_a_panic() {
     common::run_without_runtime(|| {
-        let err = make_bound_socket().err().expect("no runtime: an error");
+        let err = make_bound_socket().expect_err("no runtime: an error");
         assert!(err.to_string().contains("Tokio runtime"), "{err}");
         assert!(ConnectedSocket::pair().is_err());
         let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
-        let err = SocketAddress::try_from(OwnedFd::from(a))
-            .err()
-            .expect("no runtime: an error");
+        let err = SocketAddress::try_from(OwnedFd::from(a)).expect_err("no runtime: an error");
         assert!(err.to_string().contains("Tokio runtime"), "{err}");
     });
 }

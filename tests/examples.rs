@@ -1,0 +1,86 @@
+//! Runs every example the way a newcomer would, and checks what it prints.
+//! `cargo test` builds the examples into `target/<profile>/examples/`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    profile_dir.join("examples").join(name)
+}
+
+fn run(name: &str, expected: &[&str]) {
+    let path = example(name);
+    assert!(
+        path.exists(),
+        "{} was not built (cargo test builds examples)",
+        path.display()
+    );
+    let output = Command::new(&path).output().expect("run example");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{name} failed: {}\n{stdout}\n{stderr}",
+        output.status
+    );
+    for line in expected {
+        assert!(
+            stdout.contains(line),
+            "{name} did not print {line:?}:\n{stdout}\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn echo() {
+    run(
+        "echo",
+        &[
+            "[client] echo: \"hello, server\"",
+            "[server] wrote into the client's memfd",
+            "[client] the memfd now holds: \"written by the server",
+            "accept now fails at once",
+        ],
+    );
+}
+
+#[test]
+fn blocking() {
+    run(
+        "blocking",
+        &[
+            "[client] echo: \"hello, blocking server\"",
+            "the memfd now holds: \"written by the blocking server\"",
+        ],
+    );
+}
+
+#[test]
+fn broker() {
+    run(
+        "broker",
+        &[
+            "[client] echo: \"capabilities, not names\"",
+            "not from the broker",
+            "served 2 messages",
+        ],
+    );
+}
+
+#[test]
+fn sandboxed() {
+    // CI runs where user namespaces are allowed; the example must really confine.
+    run(
+        "sandboxed",
+        &[
+            "[child] confined: my root directory has 0 entries",
+            "fails: No such file or directory",
+            "[parent] from the sandbox: \"hello from inside the sandbox\"",
+        ],
+    );
+}
