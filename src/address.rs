@@ -53,8 +53,8 @@ impl SocketAddress {
     /// # Errors
     ///
     /// - `ConnectionRefused` at once when the server is gone (every
-    ///   [`BoundSocket`](crate::BoundSocket) duplicate closed, or a holder shut
-    ///   the address down). No `SIGPIPE` is raised.
+    ///   [`BoundSocket`](crate::BoundSocket) duplicate closed), revoked this
+    ///   address, or a holder shut the address down. No `SIGPIPE` is raised.
     /// - `Other` naming `ETOOMANYREFS` when this user has too many descriptors in
     ///   flight (the server is not accepting).
     ///
@@ -93,8 +93,8 @@ fn connect_error(err: io::Error) -> io::Error {
         Some(libc::EPIPE | libc::ECONNRESET | libc::ECONNREFUSED | libc::ENOTCONN) => {
             io::Error::new(
                 io::ErrorKind::ConnectionRefused,
-                "connect: the server is gone (every BoundSocket for this address was closed, \
-             or a holder shut the address down)",
+                "connect: refused: this address leads to no server any more (its BoundSocket \
+             was dropped, the server revoked the address, or a holder shut it down)",
             )
         }
         Some(libc::ETOOMANYREFS) => io::Error::other(

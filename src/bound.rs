@@ -4,10 +4,16 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::task::Poll;
+
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
+use tokio::sync::Notify;
 
+use crate::address_set::{AddressId, AddressSet, Outcome};
 use crate::request::{self, Verdict};
 use crate::{runtime, sys, validate, ConnectedSocket, SocketAddress};
 
@@ -59,15 +65,41 @@ pub fn make_bound_socket() -> io::Result<(SocketAddress, BoundSocket)> {
 /// Any number of tasks may accept on one `BoundSocket` at once; each request goes
 /// to exactly one of them. Dropping it (and every duplicate) refuses later connects
 /// and ends the connections still queued.
+///
+/// # Addresses as capabilities
+///
+/// Every holder of the original address shares one open file description: any of
+/// them can shut it down or fill its queue for all. [`mint_address`](Self::mint_address)
+/// gives each holder an address of its own instead, which the server can tell apart
+/// ([`ConnectedSocket::address_id`]) and [`revoke`](Self::revoke) alone.
 pub struct BoundSocket {
+    /// The original bound end.
     io: AsyncFd<OwnedFd>,
+    /// The original address's id.
+    id: AddressId,
+    /// Made by the first `mint_address`; from then on `accept` serves every
+    /// address through it.
+    set: OnceLock<AddressSet>,
+    /// Wakes `accept` calls waiting on the original alone when the set appears.
+    set_made: Notify,
+    /// Set by `revoke` of the original: requests read from it are dropped.
+    original_revoked: AtomicBool,
 }
 
 impl BoundSocket {
     pub(crate) fn from_checked(fd: OwnedFd) -> io::Result<Self> {
         Ok(BoundSocket {
             io: runtime::register(fd, "a BoundSocket")?,
+            id: AddressId::next(),
+            set: OnceLock::new(),
+            set_made: Notify::new(),
+            original_revoked: AtomicBool::new(false),
         })
+    }
+
+    /// The id of the original address (the one [`make_bound_socket`] returned).
+    pub fn address_id(&self) -> AddressId {
+        self.id
     }
 
     /// Waits for the next well-formed connect request and returns its connection.
@@ -80,8 +112,9 @@ impl BoundSocket {
     /// # Errors
     ///
     /// - `NotConnected` once every [`SocketAddress`] of this socket is closed (or a
-    ///   holder shut the address down) and the queue is empty: no connection can
-    ///   arrive any more, and every later call fails the same way at once.
+    ///   holder shut the address down, or it was revoked) and the queue is empty:
+    ///   no connection can arrive any more, and every later call fails the same way
+    ///   at once (until [`mint_address`](Self::mint_address) makes a new one).
     /// - `Other` when a request's descriptor could not be received (`MSG_CTRUNC`,
     ///   most often `EMFILE`): back off and call again. That request is dropped and
     ///   its client sees its connection end; the next request is unaffected.
@@ -92,26 +125,156 @@ impl BoundSocket {
     /// its connection in the same poll, so a dropped future loses no request.
     pub async fn accept(&self) -> io::Result<ConnectedSocket> {
         loop {
-            let (byte, received) = self
-                .io
-                .async_io(Interest::READABLE, |fd| sys::recv_request(fd.as_fd()))
-                .await?;
-            match request::judge(byte, received) {
-                Verdict::Connect(fd) => {
-                    tracing::debug!(
-                        bound = self.as_raw_fd(),
-                        connection = fd.as_raw_fd(),
-                        "accepted"
-                    );
-                    return ConnectedSocket::from_checked(fd);
+            if let Some(set) = self.set.get() {
+                return self.accept_from_set(set).await;
+            }
+            if let Some(connection) = self.accept_original().await? {
+                return Ok(connection);
+            }
+        }
+    }
+
+    /// Accepts from the original address alone; `None` when minting began, so the
+    /// caller switches to the set.
+    async fn accept_original(&self) -> io::Result<Option<ConnectedSocket>> {
+        let set_made = self.set_made.notified();
+        tokio::pin!(set_made);
+        set_made.as_mut().enable();
+        loop {
+            if self.set.get().is_some() {
+                return Ok(None);
+            }
+            let readable = self.io.readable();
+            tokio::pin!(readable);
+            let ready = std::future::poll_fn(|cx| {
+                if set_made.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
                 }
+                readable.as_mut().poll(cx).map(Some)
+            });
+            let Some(guard) = ready.await else {
+                return Ok(None);
+            };
+            let Ok(result) = guard?.try_io(|fd| sys::recv_request(fd.as_fd())) else {
+                continue; // would block: readiness was cleared, wait again
+            };
+            let (byte, received) = result?;
+            if self.original_revoked.load(Ordering::Acquire) && byte.is_some() {
+                continue; // revoked: drop what was queued
+            }
+            match request::judge(byte, received) {
+                Verdict::Connect(fd) => return self.connection(fd, self.id).map(Some),
                 Verdict::Reject(reason) => {
-                    tracing::warn!(bound = self.as_raw_fd(), %reason, "dropped a malformed connect request");
+                    tracing::warn!(address = %self.id, %reason, "dropped a malformed connect request");
                 }
                 Verdict::Exhausted(err) => return Err(err),
                 Verdict::NoAddresses => return Err(no_addresses()),
             }
         }
+    }
+
+    async fn accept_from_set(&self, set: &AddressSet) -> io::Result<ConnectedSocket> {
+        loop {
+            let mut guard = set.readable().await?;
+            loop {
+                match set.try_accept(self.io.get_ref().as_fd())? {
+                    Some(Outcome::Connection(fd, id)) => return self.connection(fd, id),
+                    Some(Outcome::Empty) if set.is_empty() => return Err(no_addresses()),
+                    Some(Outcome::Empty) => {
+                        guard.clear_ready();
+                        break;
+                    }
+                    // A request was dropped: give other tasks a turn between them,
+                    // so a flood of garbage cannot monopolise the thread.
+                    None => tokio::task::consume_budget().await,
+                }
+            }
+        }
+    }
+
+    fn connection(&self, fd: OwnedFd, id: AddressId) -> io::Result<ConnectedSocket> {
+        tracing::debug!(address = %id, connection = fd.as_raw_fd(), "accepted");
+        ConnectedSocket::accepted(fd, id)
+    }
+
+    /// Makes a new address for this bound socket: its own socket pair, so its
+    /// holders share nothing with the holders of any other address. Connections
+    /// through it report its id from [`ConnectedSocket::address_id`].
+    ///
+    /// The wire protocol is unchanged: a client cannot tell a minted address from
+    /// the original. The first call switches `accept` to serving every address
+    /// fairly through one epoll set; the cost of one `accept` does not grow with
+    /// the number of addresses.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the process is out of descriptors (each minted address holds two
+    /// while both ends are in this process, one once the address is handed out).
+    pub fn mint_address(&self) -> io::Result<(AddressId, SocketAddress)> {
+        let set = self.address_set()?;
+        let (id, address) = set.mint()?;
+        tracing::debug!(address = %id, "minted an address");
+        Ok((id, SocketAddress::from_checked(address)?))
+    }
+
+    fn address_set(&self) -> io::Result<&AddressSet> {
+        if let Some(set) = self.set.get() {
+            return Ok(set);
+        }
+        let set = AddressSet::new(self.io.get_ref().as_fd(), self.id)?;
+        if self.original_revoked.load(Ordering::Acquire) {
+            set.remove(self.id, self.io.get_ref().as_fd())?;
+        }
+        // Another thread may have won the race; its set is the one kept.
+        let _ = self.set.set(set);
+        self.set_made.notify_waiters();
+        self.set
+            .get()
+            .ok_or_else(|| io::Error::other("the address set could not be initialised"))
+    }
+
+    /// Revokes one address: its holders' later connects fail with
+    /// `ConnectionRefused`, and requests already queued on it are dropped (their
+    /// clients see their connections end). Other addresses are not disturbed.
+    ///
+    /// Revoking the original address shuts it down for every holder of it.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an id this socket does not serve (any more).
+    pub fn revoke(&self, id: AddressId) -> io::Result<()> {
+        if id == self.id {
+            return self.revoke_original();
+        }
+        match self.set.get() {
+            Some(set) => set.remove(id, self.io.get_ref().as_fd()).map(drop),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("address {id} was never minted by this bound socket"),
+            )),
+        }?;
+        tracing::debug!(address = %id, "revoked");
+        Ok(())
+    }
+
+    fn revoke_original(&self) -> io::Result<()> {
+        if self.original_revoked.swap(true, Ordering::AcqRel) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("address {} is already revoked", self.id),
+            ));
+        }
+        if let Some(set) = self.set.get() {
+            set.remove(self.id, self.io.get_ref().as_fd())?;
+        }
+        let original = self.io.get_ref().as_fd();
+        // Holders' sends now fail with EPIPE; then drop what is already queued.
+        nix::sys::socket::shutdown(original.as_raw_fd(), nix::sys::socket::Shutdown::Both)?;
+        while let Ok((Some(_), dropped)) = sys::recv_request(original) {
+            drop(dropped);
+        }
+        tracing::debug!(address = %self.id, "revoked the original address");
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::BytesMut;
 use nix::sys::socket::{getsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType};
@@ -15,7 +15,7 @@ use tokio_seqpacket::UnixSeqpacket;
 
 use crate::ancillary::{too_many_fds, MAX_FDS_PER_MESSAGE};
 use crate::sys::{self, Received};
-use crate::{runtime, validate, Credentials, Message};
+use crate::{runtime, validate, AddressId, Credentials, Message};
 
 /// The largest record `recv` takes. Above the largest a peer without
 /// `CAP_NET_ADMIN` can send (`2 * net.core.wmem_max - 32`, 425,952 bytes with the
@@ -58,18 +58,38 @@ thread_local! {
 pub struct ConnectedSocket {
     io: UnixSeqpacket,
     /// Length of the last record received, to size the next buffer.
-    recv_hint: AtomicUsize,
+    recv_hint: AtomicU32,
+    /// The address an accepted connection came through.
+    address_id: Option<AddressId>,
 }
 
 impl ConnectedSocket {
     /// Wraps a descriptor already known to be a connected `AF_UNIX`
     /// `SOCK_SEQPACKET` socket, close-on-exec.
     pub(crate) fn from_checked(fd: OwnedFd) -> io::Result<Self> {
+        Self::with_address_id(fd, None)
+    }
+
+    /// A connection accepted through the address `id`.
+    pub(crate) fn accepted(fd: OwnedFd, id: AddressId) -> io::Result<Self> {
+        Self::with_address_id(fd, Some(id))
+    }
+
+    fn with_address_id(fd: OwnedFd, address_id: Option<AddressId>) -> io::Result<Self> {
         runtime::require("a ConnectedSocket")?;
         Ok(ConnectedSocket {
             io: UnixSeqpacket::try_from(fd)?,
-            recv_hint: AtomicUsize::new(0),
+            recv_hint: AtomicU32::new(0),
+            address_id,
         })
+    }
+
+    /// The address an accepted connection came through (see
+    /// [`BoundSocket::mint_address`](crate::BoundSocket::mint_address)), for
+    /// per-holder policy. `None` for connections from [`pair`](Self::pair),
+    /// [`SocketAddress::connect`](crate::SocketAddress::connect) or a descriptor.
+    pub fn address_id(&self) -> Option<AddressId> {
+        self.address_id
     }
 
     /// Creates a connected pair, as `socketpair(AF_UNIX, SOCK_SEQPACKET)` does.
@@ -131,10 +151,7 @@ impl ConnectedSocket {
     /// Cancel safe: a record is taken off the socket only by the `recvmsg` call whose
     /// result is returned in the same poll, so a dropped future loses nothing.
     pub async fn recv(&self) -> io::Result<Option<Message>> {
-        let capacity = self
-            .recv_hint
-            .load(Ordering::Relaxed)
-            .max(MIN_RECV_CAPACITY);
+        let capacity = (self.recv_hint.load(Ordering::Relaxed) as usize).max(MIN_RECV_CAPACITY);
         let mut data = BytesMut::with_capacity(capacity);
         let mut fds = Vec::new();
         Ok(self.recv_into(&mut data, &mut fds).await?.map(|_| Message {
@@ -176,7 +193,8 @@ impl ConnectedSocket {
             match self.classify(received, start, data)? {
                 Some(mut record_fds) => {
                     let len = data.len() - start;
-                    self.recv_hint.store(len, Ordering::Relaxed);
+                    self.recv_hint
+                        .store(u32::try_from(len).unwrap_or(u32::MAX), Ordering::Relaxed);
                     fds.append(&mut record_fds);
                     return Ok(Some(len));
                 }

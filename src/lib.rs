@@ -41,6 +41,7 @@ compile_error!(
 );
 
 mod address;
+mod address_set;
 mod ancillary;
 pub mod blocking;
 mod bound;
@@ -59,6 +60,7 @@ mod validate;
 pub struct ReadmeDoctests;
 
 pub use address::SocketAddress;
+pub use address_set::AddressId;
 pub use ancillary::MAX_FDS_PER_MESSAGE;
 pub use bound::{make_bound_socket, BoundSocket};
 pub use connection::{ConnectedSocket, MAX_RECV_SIZE};

@@ -183,12 +183,18 @@ pub fn recv_request(socket: BorrowedFd<'_>) -> io::Result<(Option<u8>, Received)
     Ok((value, received))
 }
 
+/// Types that own exactly one open descriptor for as long as they live, and always
+/// report it from `as_raw_fd`: what [`register`] needs.
+pub trait OwnsFd: AsRawFd {}
+
+impl OwnsFd for OwnedFd {}
+
 /// Registers an owned descriptor with the current Tokio reactor.
-pub fn register(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
-    // SAFETY: an `OwnedFd` is open for as long as it lives, always returns the same
-    // number from `as_raw_fd`, and the `AsyncFd` owns it until it is dropped or
-    // `into_inner` hands it back, so the registered descriptor cannot change.
-    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)
+pub fn register<T: OwnsFd>(owner: T) -> io::Result<tokio::io::unix::AsyncFd<T>> {
+    // SAFETY: `T: OwnsFd` owns one descriptor that stays open and unchanged while
+    // `T` lives, and the `AsyncFd` owns `T` until it is dropped or `into_inner`
+    // hands it back, so the registered descriptor cannot be closed or replaced.
+    unsafe { tokio::io::unix::AsyncFd::register(owner) }.map_err(io::Error::from)
 }
 
 /// Arranges for `fds` to survive `exec` into the child that `command` spawns, at

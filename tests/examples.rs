@@ -84,3 +84,16 @@ fn sandboxed() {
         ],
     );
 }
+
+#[test]
+fn revoke() {
+    run(
+        "revoke",
+        &[
+            "[server] revoked bob's address; alice's is untouched",
+            "[bob] cut off before visit 3",
+            "[alice] made all 4 visits",
+            "alice visited 4 times, bob 2 times",
+        ],
+    );
+}

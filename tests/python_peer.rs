@@ -8,12 +8,34 @@ use std::os::fd::AsFd;
 use std::process::Command;
 
 use common::{bounded, ensure, fail, inode, run};
-use tokio_imc::{handoff, make_bound_socket, SocketAddress};
+use tokio_imc::{handoff, make_bound_socket, AddressId, BoundSocket, SocketAddress};
 
 #[test]
 fn a_python_peer_connects_to_us_and_accepts_our_connection() {
     run(|| async {
         let (address, bound) = make_bound_socket()?;
+        let id = bound.address_id();
+        converse_with_python(&address, &bound, id).await
+    });
+}
+
+#[test]
+fn a_python_peer_connects_through_a_minted_address_like_any_other() {
+    run(|| async {
+        let (_original, bound) = make_bound_socket()?;
+        let (id, minted) = bound.mint_address()?;
+        converse_with_python(&minted, &bound, id).await
+    });
+}
+
+/// Hands `address` to the Python peer and runs the whole dialogue; the Python
+/// side's connection must be attributed to `id`.
+async fn converse_with_python(
+    address: &SocketAddress,
+    bound: &BoundSocket,
+    id: AddressId,
+) -> io::Result<()> {
+    {
         let mut command = Command::new("python3");
         command.arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -25,6 +47,10 @@ fn a_python_peer_connects_to_us_and_accepts_our_connection() {
 
         // Python as a client of ours.
         let connection = bounded("accept from python", bound.accept()).await??;
+        ensure(
+            connection.address_id() == Some(id),
+            "attributed to the address python was given",
+        )?;
         let (read_end, write_end) = common::pipe();
         connection
             .send(b"hello python", &[write_end.as_fd()])
@@ -75,5 +101,5 @@ fn a_python_peer_connects_to_us_and_accepts_our_connection() {
         .await
         .map_err(io::Error::other)??;
         ensure(status.success(), format!("python exited with {status}"))
-    });
+    }
 }

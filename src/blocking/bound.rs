@@ -4,8 +4,9 @@ use std::io;
 use std::time::Duration;
 
 use super::conversions::blocking_wrapper;
-use super::runtime::{block_on, block_on_timeout};
-use super::ConnectedSocket;
+use super::runtime::{block_on, block_on_timeout, register};
+use super::{ConnectedSocket, SocketAddress};
+use crate::AddressId;
 
 /// The blocking twin of [`crate::BoundSocket`].
 pub struct BoundSocket {
@@ -27,5 +28,22 @@ impl BoundSocket {
     pub fn accept_timeout(&self, limit: Duration) -> io::Result<ConnectedSocket> {
         let inner = block_on_timeout("accept", limit, self.inner.accept())?;
         Ok(ConnectedSocket { inner })
+    }
+
+    /// Mints an address of its own for one holder; see
+    /// [`crate::BoundSocket::mint_address`].
+    pub fn mint_address(&self) -> io::Result<(AddressId, SocketAddress)> {
+        let (id, inner) = register(|| self.inner.mint_address())?;
+        Ok((id, SocketAddress { inner }))
+    }
+
+    /// Revokes one address; see [`crate::BoundSocket::revoke`].
+    pub fn revoke(&self, id: AddressId) -> io::Result<()> {
+        self.inner.revoke(id)
+    }
+
+    /// The id of the original address.
+    pub fn address_id(&self) -> AddressId {
+        self.inner.address_id()
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::conversions::blocking_wrapper;
 use super::runtime::{block_on, block_on_timeout, register};
-use crate::{Credentials, Message};
+use crate::{AddressId, Credentials, Message};
 
 /// The blocking twin of [`crate::ConnectedSocket`].
 pub struct ConnectedSocket {
@@ -39,6 +39,12 @@ impl ConnectedSocket {
     /// is lost by the timeout.
     pub fn recv_timeout(&self, limit: Duration) -> io::Result<Option<Message>> {
         block_on_timeout("recv", limit, self.inner.recv())
+    }
+
+    /// The address an accepted connection came through; see
+    /// [`crate::ConnectedSocket::address_id`].
+    pub fn address_id(&self) -> Option<AddressId> {
+        self.inner.address_id()
     }
 
     /// See [`crate::ConnectedSocket::peer_credentials`].

@@ -1,0 +1,195 @@
+//! Minted addresses: one bound pair per holder, all served through one epoll set.
+//!
+//! The set is a private epoll instance holding the bound end of every minted
+//! address and the original one, registered with Tokio as a single descriptor.
+//! `accept` asks it for one ready member at a time (`epoll_wait` with room for one
+//! event, level-triggered): the kernel moves a reported member to the back of its
+//! ready list, so ready addresses are served in turn, and the cost of one accept
+//! does not depend on how many addresses exist.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::num::NonZeroU64;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use tokio::io::unix::AsyncFd;
+
+use crate::request::{self, Verdict};
+use crate::sys::{self, OwnsFd};
+
+/// Names one address of a [`BoundSocket`](crate::BoundSocket): the original one or
+/// a minted one. Unique within the process.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AddressId(NonZeroU64);
+
+impl AddressId {
+    pub(crate) fn next() -> AddressId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let value = NEXT.fetch_add(1, Ordering::Relaxed);
+        AddressId(NonZeroU64::new(value).unwrap_or(NonZeroU64::MIN))
+    }
+
+    /// The id as a number, for logs and maps.
+    pub fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl fmt::Debug for AddressId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AddressId({})", self.0)
+    }
+}
+
+impl fmt::Display for AddressId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// An epoll instance that owns its descriptor, registrable with Tokio.
+pub struct EpollSet(Epoll);
+
+impl AsRawFd for EpollSet {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0 .0.as_raw_fd()
+    }
+}
+
+impl OwnsFd for EpollSet {}
+
+/// A member's bound end: the original is owned by the `BoundSocket` itself.
+enum Member {
+    Original,
+    Minted(OwnedFd),
+}
+
+/// What one accept attempt found.
+pub enum Outcome {
+    /// A connection, and the address it came through.
+    Connection(OwnedFd, AddressId),
+    /// No member has a request queued.
+    Empty,
+}
+
+pub struct AddressSet {
+    io: AsyncFd<EpollSet>,
+    members: Mutex<HashMap<AddressId, Member>>,
+}
+
+impl AddressSet {
+    /// A set serving the original bound end `original` as `id`.
+    pub fn new(original: BorrowedFd<'_>, id: AddressId) -> io::Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(original, EpollEvent::new(EpollFlags::EPOLLIN, id.get()))?;
+        let set = AddressSet {
+            io: sys::register(EpollSet(epoll))?,
+            members: Mutex::new(HashMap::from([(id, Member::Original)])),
+        };
+        Ok(set)
+    }
+
+    fn members(&self) -> MutexGuard<'_, HashMap<AddressId, Member>> {
+        // A panic while holding the lock leaves the map consistent (every change is
+        // one insert or remove), so a poisoned lock is still usable.
+        self.members
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Makes a new bound pair, adds its bound end, and returns the address end.
+    pub fn mint(&self) -> io::Result<(AddressId, OwnedFd)> {
+        let (address, bound) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )?;
+        let id = AddressId::next();
+        let mut members = self.members();
+        self.io
+            .get_ref()
+            .0
+            .add(&bound, EpollEvent::new(EpollFlags::EPOLLIN, id.get()))?;
+        members.insert(id, Member::Minted(bound));
+        Ok((id, address))
+    }
+
+    /// Removes a member; a minted one's bound end is closed, which drops its queued
+    /// requests (their clients see their connections end) and refuses its holders'
+    /// later connects. Returns whether it was the original.
+    pub fn remove(&self, id: AddressId, original: BorrowedFd<'_>) -> io::Result<bool> {
+        let member = self.members().remove(&id).ok_or_else(|| unknown(id))?;
+        let epoll = &self.io.get_ref().0;
+        match member {
+            Member::Original => {
+                epoll.delete(original)?;
+                Ok(true)
+            }
+            Member::Minted(bound) => {
+                epoll.delete(&bound)?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Whether any address is left.
+    pub fn is_empty(&self) -> bool {
+        self.members().is_empty()
+    }
+
+    /// Waits until some member is readable.
+    pub async fn readable(&self) -> io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, EpollSet>> {
+        self.io.readable().await
+    }
+
+    /// Takes one request from the next ready member, judging it. Malformed
+    /// requests and members at end-of-stream are dealt with here and reported as
+    /// `Ok(None)` so the caller can try again.
+    pub fn try_accept(&self, original: BorrowedFd<'_>) -> io::Result<Option<Outcome>> {
+        let mut events = [EpollEvent::empty()];
+        if self.io.get_ref().0.wait(&mut events, EpollTimeout::ZERO)? == 0 {
+            return Ok(Some(Outcome::Empty));
+        }
+        let Some(id) = NonZeroU64::new(events[0].data()).map(AddressId) else {
+            return Ok(None);
+        };
+        let received = {
+            let members = self.members();
+            let fd = match members.get(&id) {
+                Some(Member::Original) => original,
+                Some(Member::Minted(bound)) => bound.as_fd(),
+                None => return Ok(None), // removed since epoll_wait returned it
+            };
+            match sys::recv_request(fd) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                other => other?,
+            }
+        };
+        match request::judge(received.0, received.1) {
+            Verdict::Connect(fd) => Ok(Some(Outcome::Connection(fd, id))),
+            Verdict::Reject(reason) => {
+                tracing::warn!(address = %id, %reason, "dropped a malformed connect request");
+                Ok(None)
+            }
+            Verdict::Exhausted(err) => Err(err),
+            Verdict::NoAddresses => {
+                tracing::debug!(address = %id, "every holder closed this address; removing it");
+                self.remove(id, original)?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn unknown(id: AddressId) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("address {id} is not served by this bound socket (revoked, closed by every holder, or never minted here)"),
+    )
+}
