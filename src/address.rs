@@ -7,12 +7,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::libc;
 use nix::sys::socket::SockType;
-use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::connection::seqpacket_pair;
 use crate::request::REQUEST_BYTE;
-use crate::{runtime, sys, validate, ConnectedSocket};
+use crate::sys::{self, LazyIo};
+use crate::{validate, ConnectedSocket};
 
 /// The address of a [`BoundSocket`](crate::BoundSocket): not a name but a
 /// descriptor. Only a holder can connect, and it can be handed on: to a child by
@@ -33,14 +33,14 @@ use crate::{runtime, sys, validate, ConnectedSocket};
 /// # Ok(()) }
 /// ```
 pub struct SocketAddress {
-    io: AsyncFd<OwnedFd>,
+    io: LazyIo<OwnedFd>,
 }
 
 impl SocketAddress {
-    pub(crate) fn from_checked(fd: OwnedFd) -> io::Result<Self> {
-        Ok(SocketAddress {
-            io: runtime::register(fd, "a SocketAddress")?,
-        })
+    pub(crate) fn from_checked(fd: OwnedFd) -> Self {
+        SocketAddress {
+            io: LazyIo::new(fd),
+        }
     }
 
     /// Connects to the bound socket: makes a `SOCK_SEQPACKET` pair, sends one end
@@ -67,7 +67,7 @@ impl SocketAddress {
         let (kept, sent) = seqpacket_pair()?;
         self.io
             .async_io(Interest::WRITABLE, |fd| {
-                sys::send_msg(fd.as_fd(), &[REQUEST_BYTE], &[sent.as_fd()])
+                sys::send_msg(fd, &[REQUEST_BYTE], &[sent.as_fd()])
             })
             .await
             .map_err(connect_error)?;
@@ -77,14 +77,13 @@ impl SocketAddress {
             connection = kept.as_raw_fd(),
             "connect request sent"
         );
-        ConnectedSocket::from_checked(kept)
+        Ok(ConnectedSocket::from_checked(kept))
     }
 
     /// Duplicates the address (`F_DUPFD_CLOEXEC`); the copy connects to the same
     /// bound socket.
     pub fn try_clone(&self) -> io::Result<SocketAddress> {
-        runtime::require("a SocketAddress")?;
-        Self::from_checked(self.io.get_ref().try_clone()?)
+        Ok(Self::from_checked(self.io.get_ref().try_clone()?))
     }
 }
 
@@ -115,13 +114,13 @@ impl fmt::Debug for SocketAddress {
 
 impl AsFd for SocketAddress {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.io.get_ref().as_fd()
+        self.io.fd()
     }
 }
 
 impl AsRawFd for SocketAddress {
     fn as_raw_fd(&self) -> RawFd {
-        self.io.as_raw_fd()
+        self.io.fd().as_raw_fd()
     }
 }
 
@@ -136,15 +135,15 @@ impl TryFrom<OwnedFd> for SocketAddress {
 
     /// Adopts a received or inherited address: a connected `AF_UNIX` socket of type
     /// `SOCK_STREAM` (ours) or `SOCK_SEQPACKET` (as Native Client made them). Makes
-    /// it close-on-exec. Fails with `InvalidInput` for anything else, and with an
-    /// error, not a panic, outside a Tokio runtime.
+    /// it close-on-exec. Fails with `InvalidInput` for anything else. Needs no
+    /// runtime.
     fn try_from(fd: OwnedFd) -> io::Result<Self> {
         validate::adopt(
             &fd,
             "SocketAddress",
             &[SockType::Stream, SockType::SeqPacket],
         )?;
-        Self::from_checked(fd)
+        Ok(Self::from_checked(fd))
     }
 }
 
@@ -155,16 +154,14 @@ impl SocketAddress {
     /// # Errors
     ///
     /// `NotFound` when nothing was passed under that name, `InvalidData` for a
-    /// malformed variable, `InvalidInput` when the descriptor is not a connected
-    /// `AF_UNIX` stream or seqpacket socket (it is closed), and an error outside a
-    /// Tokio runtime.
+    /// malformed variable, and `InvalidInput` when the descriptor is not a
+    /// connected `AF_UNIX` stream or seqpacket socket (it is then closed).
     pub fn from_env() -> io::Result<SocketAddress> {
         Self::from_env_named(crate::handoff::ADDRESS)
     }
 
     /// As [`from_env`](Self::from_env), for the descriptor passed under `name`.
     pub fn from_env_named(name: &str) -> io::Result<SocketAddress> {
-        runtime::require("a SocketAddress")?;
         SocketAddress::try_from(crate::handoff::take(name)?)
     }
 }

@@ -10,32 +10,37 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::num::NonZeroU64;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::num::NonZeroU32;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use crate::request::{self, Verdict};
+use crate::sys::{self, LazyIo, OwnsFd};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use tokio::io::unix::AsyncFd;
-
-use crate::request::{self, Verdict};
-use crate::sys::{self, OwnsFd};
 
 /// Names one address of a [`BoundSocket`](crate::BoundSocket): the original one or
 /// a minted one. Unique within the process.
+///
+/// 32 bits, so that a connection that carries one stays as small as a tokio
+/// `UnixStream`; the process can make 2<sup>32</sup> − 1 addresses in its life.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AddressId(NonZeroU64);
+pub struct AddressId(NonZeroU32);
 
 impl AddressId {
-    pub(crate) fn next() -> AddressId {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let value = NEXT.fetch_add(1, Ordering::Relaxed);
-        AddressId(NonZeroU64::new(value).unwrap_or(NonZeroU64::MIN))
+    pub(crate) fn next() -> io::Result<AddressId> {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        let value = NEXT
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
+            .map_err(|_| io::Error::other("this process has used every address id (2^32 - 1)"))?;
+        NonZeroU32::new(value)
+            .map(AddressId)
+            .ok_or_else(|| io::Error::other("address ids start at 1"))
     }
 
     /// The id as a number, for logs and maps.
-    pub fn get(self) -> u64 {
+    pub fn get(self) -> u32 {
         self.0.get()
     }
 }
@@ -55,9 +60,9 @@ impl fmt::Display for AddressId {
 /// An epoll instance that owns its descriptor, registrable with Tokio.
 pub struct EpollSet(Epoll);
 
-impl AsRawFd for EpollSet {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0 .0.as_raw_fd()
+impl AsFd for EpollSet {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0 .0.as_fd()
     }
 }
 
@@ -78,7 +83,7 @@ pub enum Outcome {
 }
 
 pub struct AddressSet {
-    io: AsyncFd<EpollSet>,
+    io: LazyIo<EpollSet>,
     members: Mutex<HashMap<AddressId, Member>>,
 }
 
@@ -86,9 +91,12 @@ impl AddressSet {
     /// A set serving the original bound end `original` as `id`.
     pub fn new(original: BorrowedFd<'_>, id: AddressId) -> io::Result<Self> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        epoll.add(original, EpollEvent::new(EpollFlags::EPOLLIN, id.get()))?;
+        epoll.add(
+            original,
+            EpollEvent::new(EpollFlags::EPOLLIN, id.get().into()),
+        )?;
         let set = AddressSet {
-            io: sys::register(EpollSet(epoll))?,
+            io: LazyIo::new(EpollSet(epoll)),
             members: Mutex::new(HashMap::from([(id, Member::Original)])),
         };
         Ok(set)
@@ -110,12 +118,12 @@ impl AddressSet {
             None,
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         )?;
-        let id = AddressId::next();
+        let id = AddressId::next()?;
         let mut members = self.members();
-        self.io
-            .get_ref()
-            .0
-            .add(&bound, EpollEvent::new(EpollFlags::EPOLLIN, id.get()))?;
+        self.io.get_ref().0.add(
+            &bound,
+            EpollEvent::new(EpollFlags::EPOLLIN, id.get().into()),
+        )?;
         members.insert(id, Member::Minted(bound));
         Ok((id, address))
     }
@@ -143,9 +151,9 @@ impl AddressSet {
         self.members().is_empty()
     }
 
-    /// Waits until some member is readable.
-    pub async fn readable(&self) -> io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, EpollSet>> {
-        self.io.readable().await
+    /// The set's descriptor, registered with the reactor when `accept` waits.
+    pub fn io(&self) -> &LazyIo<EpollSet> {
+        &self.io
     }
 
     /// Takes one request from the next ready member, judging it. Malformed
@@ -156,7 +164,8 @@ impl AddressSet {
         if self.io.get_ref().0.wait(&mut events, EpollTimeout::ZERO)? == 0 {
             return Ok(Some(Outcome::Empty));
         }
-        let Some(id) = NonZeroU64::new(events[0].data()).map(AddressId) else {
+        let data = u32::try_from(events[0].data()).unwrap_or(0);
+        let Some(id) = NonZeroU32::new(data).map(AddressId) else {
             return Ok(None);
         };
         let received = {

@@ -10,19 +10,22 @@ use std::sync::OnceLock;
 use std::task::Poll;
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
 use crate::address_set::{AddressId, AddressSet, Outcome};
 use crate::request::{self, Verdict};
-use crate::{runtime, sys, validate, ConnectedSocket, SocketAddress};
+use crate::sys::{self, LazyIo};
+use crate::{validate, ConnectedSocket, SocketAddress};
 
 /// Makes a bound socket and its address: `socketpair(AF_UNIX, SOCK_STREAM)`. No
 /// name is created anywhere; the address is the only way in.
 ///
+/// No runtime is needed to make one; `accept` and `connect` need a Tokio runtime
+/// when they wait (or use [`crate::blocking`]).
+///
 /// # Errors
 ///
-/// Fails outside a Tokio runtime, or when the process is out of descriptors.
+/// Fails when the process is out of descriptors.
 ///
 /// # Examples
 ///
@@ -45,16 +48,14 @@ use crate::{runtime, sys, validate, ConnectedSocket, SocketAddress};
 /// # Ok(()) }
 /// ```
 pub fn make_bound_socket() -> io::Result<(SocketAddress, BoundSocket)> {
-    runtime::require("a bound socket")?;
     let (address, bound) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,
         None,
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-    )
-    .map_err(io::Error::from)?;
+    )?;
     Ok((
-        SocketAddress::from_checked(address)?,
+        SocketAddress::from_checked(address),
         BoundSocket::from_checked(bound)?,
     ))
 }
@@ -74,7 +75,7 @@ pub fn make_bound_socket() -> io::Result<(SocketAddress, BoundSocket)> {
 /// ([`ConnectedSocket::address_id`]) and [`revoke`](Self::revoke) alone.
 pub struct BoundSocket {
     /// The original bound end.
-    io: AsyncFd<OwnedFd>,
+    io: LazyIo<OwnedFd>,
     /// The original address's id.
     id: AddressId,
     /// Made by the first `mint_address`; from then on `accept` serves every
@@ -89,8 +90,8 @@ pub struct BoundSocket {
 impl BoundSocket {
     pub(crate) fn from_checked(fd: OwnedFd) -> io::Result<Self> {
         Ok(BoundSocket {
-            io: runtime::register(fd, "a BoundSocket")?,
-            id: AddressId::next(),
+            io: LazyIo::new(fd),
+            id: AddressId::next()?,
             set: OnceLock::new(),
             set_made: Notify::new(),
             original_revoked: AtomicBool::new(false),
@@ -118,6 +119,7 @@ impl BoundSocket {
     /// - `Other` when a request's descriptor could not be received (`MSG_CTRUNC`,
     ///   most often `EMFILE`): back off and call again. That request is dropped and
     ///   its client sees its connection end; the next request is unaffected.
+    /// - An error when it has to wait outside a Tokio runtime.
     ///
     /// # Cancel safety
     ///
@@ -144,26 +146,38 @@ impl BoundSocket {
             if self.set.get().is_some() {
                 return Ok(None);
             }
-            let readable = self.io.readable();
-            tokio::pin!(readable);
-            let ready = std::future::poll_fn(|cx| {
-                if set_made.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
+            let received = if self.io.is_registered() {
+                let readable = self.io.registration()?.readable();
+                tokio::pin!(readable);
+                let ready = std::future::poll_fn(|cx| {
+                    if set_made.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                    readable.as_mut().poll(cx).map(Some)
+                });
+                let Some(guard) = ready.await else {
+                    return Ok(None);
+                };
+                match guard?.try_io(|_| sys::recv_request(self.io.fd())) {
+                    Ok(result) => result?,
+                    Err(_would_block) => continue, // readiness cleared: wait again
                 }
-                readable.as_mut().poll(cx).map(Some)
-            });
-            let Some(guard) = ready.await else {
-                return Ok(None);
+            } else {
+                // Not registered yet: try at once, register only if nothing waits.
+                match sys::recv_request(self.io.fd()) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.io.registration()?;
+                        continue;
+                    }
+                    result => result?,
+                }
             };
-            let Ok(result) = guard?.try_io(|fd| sys::recv_request(fd.as_fd())) else {
-                continue; // would block: readiness was cleared, wait again
-            };
-            let (byte, received) = result?;
+            let (byte, received) = received;
             if self.original_revoked.load(Ordering::Acquire) && byte.is_some() {
                 continue; // revoked: drop what was queued
             }
             match request::judge(byte, received) {
-                Verdict::Connect(fd) => return self.connection(fd, self.id).map(Some),
+                Verdict::Connect(fd) => return Ok(Some(self.connection(fd, self.id))),
                 Verdict::Reject(reason) => {
                     tracing::warn!(address = %self.id, %reason, "dropped a malformed connect request");
                 }
@@ -174,14 +188,23 @@ impl BoundSocket {
     }
 
     async fn accept_from_set(&self, set: &AddressSet) -> io::Result<ConnectedSocket> {
+        let original = self.io.fd();
         loop {
-            let mut guard = set.readable().await?;
+            // Unregistered, try at once; registered, only once the set is readable.
+            let mut guard = if set.io().is_registered() {
+                Some(set.io().registration()?.readable().await?)
+            } else {
+                None
+            };
             loop {
-                match set.try_accept(self.io.get_ref().as_fd())? {
-                    Some(Outcome::Connection(fd, id)) => return self.connection(fd, id),
+                match set.try_accept(original)? {
+                    Some(Outcome::Connection(fd, id)) => return Ok(self.connection(fd, id)),
                     Some(Outcome::Empty) if set.is_empty() => return Err(no_addresses()),
                     Some(Outcome::Empty) => {
-                        guard.clear_ready();
+                        match guard.as_mut() {
+                            Some(guard) => guard.clear_ready(),
+                            None => drop(set.io().registration()?),
+                        }
                         break;
                     }
                     // A request was dropped: give other tasks a turn between them,
@@ -192,7 +215,7 @@ impl BoundSocket {
         }
     }
 
-    fn connection(&self, fd: OwnedFd, id: AddressId) -> io::Result<ConnectedSocket> {
+    fn connection(&self, fd: OwnedFd, id: AddressId) -> ConnectedSocket {
         tracing::debug!(address = %id, connection = fd.as_raw_fd(), "accepted");
         ConnectedSocket::accepted(fd, id)
     }
@@ -202,28 +225,29 @@ impl BoundSocket {
     /// through it report its id from [`ConnectedSocket::address_id`].
     ///
     /// The wire protocol is unchanged: a client cannot tell a minted address from
-    /// the original. The first call switches `accept` to serving every address
-    /// fairly through one epoll set; the cost of one `accept` does not grow with
-    /// the number of addresses.
+    /// the original. The first call switches `accept` to serving every address in
+    /// turn through one epoll set; the cost of one `accept` does not grow with the
+    /// number of addresses.
     ///
     /// # Errors
     ///
     /// Fails when the process is out of descriptors (each minted address holds two
-    /// while both ends are in this process, one once the address is handed out).
+    /// while both ends are in this process, one once the address is handed out), or
+    /// after 2<sup>32</sup> − 1 addresses were made in this process.
     pub fn mint_address(&self) -> io::Result<(AddressId, SocketAddress)> {
         let set = self.address_set()?;
         let (id, address) = set.mint()?;
         tracing::debug!(address = %id, "minted an address");
-        Ok((id, SocketAddress::from_checked(address)?))
+        Ok((id, SocketAddress::from_checked(address)))
     }
 
     fn address_set(&self) -> io::Result<&AddressSet> {
         if let Some(set) = self.set.get() {
             return Ok(set);
         }
-        let set = AddressSet::new(self.io.get_ref().as_fd(), self.id)?;
+        let set = AddressSet::new(self.io.fd(), self.id)?;
         if self.original_revoked.load(Ordering::Acquire) {
-            set.remove(self.id, self.io.get_ref().as_fd())?;
+            set.remove(self.id, self.io.fd())?;
         }
         // Another thread may have won the race; its set is the one kept.
         let _ = self.set.set(set);
@@ -247,7 +271,7 @@ impl BoundSocket {
             return self.revoke_original();
         }
         match self.set.get() {
-            Some(set) => set.remove(id, self.io.get_ref().as_fd()).map(drop),
+            Some(set) => set.remove(id, self.io.fd()).map(drop),
             None => Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("address {id} was never minted by this bound socket"),
@@ -264,10 +288,10 @@ impl BoundSocket {
                 format!("address {} is already revoked", self.id),
             ));
         }
+        let original = self.io.fd();
         if let Some(set) = self.set.get() {
-            set.remove(self.id, self.io.get_ref().as_fd())?;
+            set.remove(self.id, original)?;
         }
-        let original = self.io.get_ref().as_fd();
         // Holders' sends now fail with EPIPE; then drop what is already queued.
         nix::sys::socket::shutdown(original.as_raw_fd(), nix::sys::socket::Shutdown::Both)?;
         while let Ok((Some(_), dropped)) = sys::recv_request(original) {
@@ -296,19 +320,21 @@ impl fmt::Debug for BoundSocket {
 
 impl AsFd for BoundSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.io.get_ref().as_fd()
+        self.io.fd()
     }
 }
 
 impl AsRawFd for BoundSocket {
     fn as_raw_fd(&self) -> RawFd {
-        self.io.as_raw_fd()
+        self.io.fd().as_raw_fd()
     }
 }
 
 impl From<BoundSocket> for OwnedFd {
     fn from(bound: BoundSocket) -> OwnedFd {
-        bound.io.into_inner()
+        let BoundSocket { io, set, .. } = bound;
+        drop(set); // the set refers to the original; it goes first
+        io.into_inner()
     }
 }
 
@@ -316,8 +342,8 @@ impl TryFrom<OwnedFd> for BoundSocket {
     type Error = io::Error;
 
     /// Adopts the server end of a bound pair: a connected `AF_UNIX` `SOCK_STREAM`
-    /// socket (made close-on-exec). Fails with `InvalidInput` for anything else, and
-    /// with an error, not a panic, outside a Tokio runtime.
+    /// socket (made close-on-exec). Fails with `InvalidInput` for anything else.
+    /// Needs no runtime.
     fn try_from(fd: OwnedFd) -> io::Result<Self> {
         validate::adopt(&fd, "BoundSocket", &[SockType::Stream])?;
         Self::from_checked(fd)

@@ -1,12 +1,11 @@
 //! [`ConnectedSocket`]: a `SOCK_SEQPACKET` connection that carries messages of
 //! bytes plus descriptors, with boundaries kept.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::BytesMut;
 use nix::sys::socket::{getsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType};
@@ -14,23 +13,23 @@ use tokio::io::Interest;
 use tokio_seqpacket::UnixSeqpacket;
 
 use crate::ancillary::{too_many_fds, MAX_FDS_PER_MESSAGE};
-use crate::sys::{self, Received};
-use crate::{runtime, validate, AddressId, Credentials, Message};
+use crate::sys::{self, LazyIo, Received};
+use crate::{validate, AddressId, Credentials, Message};
 
 /// The largest record `recv` takes. Above the largest a peer without
 /// `CAP_NET_ADMIN` can send (`2 * net.core.wmem_max - 32`, 425,952 bytes with the
 /// default sysctls); a larger record is reported as truncated, never cut silently.
 pub const MAX_RECV_SIZE: usize = 512 * 1024;
 
-/// The smallest buffer `recv` allocates; after that it sizes the buffer by the
-/// previous record, so a stream of equal records is received without a copy.
-const MIN_RECV_CAPACITY: usize = 256;
-
 thread_local! {
-    /// Where a record longer than the caller's buffer lands before it is appended.
-    /// One per thread, allocated on first use; the kernel only touches the pages a
-    /// long record needs.
-    static OVERFLOW: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The length of the last record received on this thread: the guess for the
+    /// next one, which decides how it is received (see `sys::recv_into`).
+    static LAST_RECORD: Cell<usize> = const { Cell::new(0) };
+
+    /// Where a record lands when the caller's buffer may be too small for it,
+    /// before it is appended. One per thread, allocated on first use; the kernel
+    /// only touches the pages a record needs.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A connected `SOCK_SEQPACKET` socket: each [`send`](Self::send) is one record of
@@ -56,32 +55,27 @@ thread_local! {
 /// # Ok(()) }
 /// ```
 pub struct ConnectedSocket {
-    io: UnixSeqpacket,
-    /// Length of the last record received, to size the next buffer.
-    recv_hint: AtomicU32,
+    io: LazyIo<OwnedFd>,
     /// The address an accepted connection came through.
     address_id: Option<AddressId>,
 }
 
 impl ConnectedSocket {
-    /// Wraps a descriptor already known to be a connected `AF_UNIX`
-    /// `SOCK_SEQPACKET` socket, close-on-exec.
-    pub(crate) fn from_checked(fd: OwnedFd) -> io::Result<Self> {
-        Self::with_address_id(fd, None)
+    /// Wraps a descriptor already known to be a connected, close-on-exec,
+    /// non-blocking `AF_UNIX` `SOCK_SEQPACKET` socket.
+    pub(crate) fn from_checked(fd: OwnedFd) -> Self {
+        ConnectedSocket {
+            io: LazyIo::new(fd),
+            address_id: None,
+        }
     }
 
     /// A connection accepted through the address `id`.
-    pub(crate) fn accepted(fd: OwnedFd, id: AddressId) -> io::Result<Self> {
-        Self::with_address_id(fd, Some(id))
-    }
-
-    fn with_address_id(fd: OwnedFd, address_id: Option<AddressId>) -> io::Result<Self> {
-        runtime::require("a ConnectedSocket")?;
-        Ok(ConnectedSocket {
-            io: UnixSeqpacket::try_from(fd)?,
-            recv_hint: AtomicU32::new(0),
-            address_id,
-        })
+    pub(crate) fn accepted(fd: OwnedFd, id: AddressId) -> Self {
+        ConnectedSocket {
+            io: LazyIo::new(fd),
+            address_id: Some(id),
+        }
     }
 
     /// The address an accepted connection came through (see
@@ -94,13 +88,15 @@ impl ConnectedSocket {
 
     /// Creates a connected pair, as `socketpair(AF_UNIX, SOCK_SEQPACKET)` does.
     ///
+    /// No runtime is needed to make one; operations that wait need a Tokio
+    /// runtime (or use [`crate::blocking`]).
+    ///
     /// # Errors
     ///
-    /// Fails outside a Tokio runtime, or when the process is out of descriptors.
+    /// Fails when the process is out of descriptors.
     pub fn pair() -> io::Result<(ConnectedSocket, ConnectedSocket)> {
-        runtime::require("a ConnectedSocket")?;
         let (a, b) = seqpacket_pair()?;
-        Ok((Self::from_checked(a)?, Self::from_checked(b)?))
+        Ok((Self::from_checked(a), Self::from_checked(b)))
     }
 
     /// Sends one record: `data` plus `fds`, all or nothing.
@@ -122,10 +118,7 @@ impl ConnectedSocket {
     pub async fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         check_sendable(data, fds)?;
         self.io
-            .as_async_fd()
-            .async_io(Interest::WRITABLE, |_| {
-                sys::send_msg(self.io.as_fd(), data, fds)
-            })
+            .async_io(Interest::WRITABLE, |fd| sys::send_msg(fd, data, fds))
             .await
             .map(drop)
             .map_err(|err| self.send_error(err, data.len()))
@@ -151,8 +144,9 @@ impl ConnectedSocket {
     /// Cancel safe: a record is taken off the socket only by the `recvmsg` call whose
     /// result is returned in the same poll, so a dropped future loses nothing.
     pub async fn recv(&self) -> io::Result<Option<Message>> {
-        let capacity = (self.recv_hint.load(Ordering::Relaxed) as usize).max(MIN_RECV_CAPACITY);
-        let mut data = BytesMut::with_capacity(capacity);
+        // Empty: the receive sizes it. A small record is then allocated exactly, so
+        // `freeze` needs no second allocation (it does when length != capacity).
+        let mut data = BytesMut::new();
         let mut fds = Vec::new();
         Ok(self.recv_into(&mut data, &mut fds).await?.map(|_| Message {
             data: data.freeze(),
@@ -162,7 +156,9 @@ impl ConnectedSocket {
 
     /// Receives one record into caller-owned buffers: its bytes are appended to
     /// `data` and its descriptors to `fds`. Returns the record's length, or `None`
-    /// at end-of-stream. Reusing `data` across calls avoids an allocation per record.
+    /// at end-of-stream. Reusing `data` across calls avoids an allocation per record;
+    /// with [`MAX_RECV_SIZE`] bytes of spare capacity the record is received straight
+    /// into it, with no copy at all.
     ///
     /// # Errors
     ///
@@ -180,25 +176,21 @@ impl ConnectedSocket {
         loop {
             let received = self
                 .io
-                .as_async_fd()
-                .async_io(Interest::READABLE, |_| {
-                    OVERFLOW.with(|overflow| {
-                        let mut overflow = overflow.borrow_mut();
-                        let room = MAX_RECV_SIZE.saturating_sub(data.capacity() - start);
-                        overflow.reserve_exact(room);
-                        sys::recv_into(self.io.as_fd(), data, &mut overflow)
+                .async_io(Interest::READABLE, |fd| {
+                    let expected = LAST_RECORD.with(Cell::get);
+                    SCRATCH.with(|scratch| {
+                        sys::recv_into(fd, data, &mut scratch.borrow_mut(), MAX_RECV_SIZE, expected)
                     })
                 })
                 .await?;
             match self.classify(received, start, data)? {
                 Some(mut record_fds) => {
                     let len = data.len() - start;
-                    self.recv_hint
-                        .store(u32::try_from(len).unwrap_or(u32::MAX), Ordering::Relaxed);
+                    LAST_RECORD.with(|last| last.set(len));
                     fds.append(&mut record_fds);
                     return Ok(Some(len));
                 }
-                None if sys::read_hung_up(self.io.as_fd())? => return Ok(None),
+                None if sys::read_hung_up(self.io.fd())? => return Ok(None),
                 None => tracing::warn!(
                     fd = self.as_raw_fd(),
                     "skipped an empty record from a connected peer"
@@ -252,7 +244,7 @@ impl ConnectedSocket {
         if err.raw_os_error() != Some(nix::libc::EMSGSIZE) {
             return err;
         }
-        let limit = getsockopt(&self.io.as_fd(), sockopt::SndBuf).map_or_else(
+        let limit = getsockopt(&self.io.fd(), sockopt::SndBuf).map_or_else(
             |_| "SO_SNDBUF minus 32".to_string(),
             |sndbuf| format!("{} bytes: SO_SNDBUF minus 32", sndbuf.saturating_sub(32)),
         );
@@ -268,13 +260,18 @@ impl ConnectedSocket {
     /// this is the process that called `connect` (it made the pair), even if another
     /// process holds that end now.
     pub fn peer_credentials(&self) -> io::Result<Credentials> {
-        Credentials::of_peer(self.io.as_fd())
+        Credentials::of_peer(self.io.fd())
     }
 
     /// Shuts down one or both directions (see shutdown(2)). The peer's `recv` then
     /// returns `None` once it has read what was queued.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.io.shutdown(how)
+        let how = match how {
+            Shutdown::Read => nix::sys::socket::Shutdown::Read,
+            Shutdown::Write => nix::sys::socket::Shutdown::Write,
+            Shutdown::Both => nix::sys::socket::Shutdown::Both,
+        };
+        nix::sys::socket::shutdown(self.as_raw_fd(), how).map_err(io::Error::from)
     }
 }
 
@@ -314,19 +311,19 @@ impl fmt::Debug for ConnectedSocket {
 
 impl AsFd for ConnectedSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.io.as_fd()
+        self.io.fd()
     }
 }
 
 impl AsRawFd for ConnectedSocket {
     fn as_raw_fd(&self) -> RawFd {
-        self.io.as_fd().as_raw_fd()
+        self.io.fd().as_raw_fd()
     }
 }
 
 impl From<ConnectedSocket> for OwnedFd {
     fn from(socket: ConnectedSocket) -> OwnedFd {
-        socket.io.into()
+        socket.io.into_inner()
     }
 }
 
@@ -334,11 +331,29 @@ impl TryFrom<OwnedFd> for ConnectedSocket {
     type Error = io::Error;
 
     /// Adopts a connected `AF_UNIX` `SOCK_SEQPACKET` socket (and makes it
-    /// close-on-exec). Fails with `InvalidInput` for anything else, and with an
-    /// error, not a panic, outside a Tokio runtime.
+    /// close-on-exec). Fails with `InvalidInput` for anything else. Needs no
+    /// runtime.
     fn try_from(fd: OwnedFd) -> io::Result<Self> {
         validate::adopt(&fd, "ConnectedSocket", &[SockType::SeqPacket])?;
-        Self::from_checked(fd)
+        Ok(Self::from_checked(fd))
+    }
+}
+
+impl TryFrom<UnixSeqpacket> for ConnectedSocket {
+    type Error = io::Error;
+
+    /// Takes over a tokio-seqpacket socket (validated as for `OwnedFd`).
+    fn try_from(socket: UnixSeqpacket) -> io::Result<Self> {
+        Self::try_from(OwnedFd::from(socket))
+    }
+}
+
+impl ConnectedSocket {
+    /// Hands the socket to tokio-seqpacket, registered with the current runtime,
+    /// for code that speaks its API.
+    pub fn into_seqpacket(self) -> io::Result<UnixSeqpacket> {
+        crate::runtime::require("a UnixSeqpacket")?;
+        UnixSeqpacket::try_from(OwnedFd::from(self))
     }
 }
 
@@ -350,7 +365,6 @@ impl ConnectedSocket {
     ///
     /// As [`SocketAddress::from_env_named`](crate::SocketAddress::from_env_named).
     pub fn from_env_named(name: &str) -> io::Result<ConnectedSocket> {
-        runtime::require("a ConnectedSocket")?;
         ConnectedSocket::try_from(crate::handoff::take(name)?)
     }
 }

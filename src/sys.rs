@@ -15,7 +15,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use bytes::{BufMut, BytesMut};
 use nix::libc;
@@ -56,8 +56,9 @@ impl Received {
 ///
 /// [sendmsg(2)]: https://man7.org/linux/man-pages/man2/sendmsg.2.html
 pub fn send_msg(socket: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
-    let mut rights = RightsBuffer::new();
-    let control = rights.encode(fds)?;
+    if fds.is_empty() {
+        return send(socket, data);
+    }
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
@@ -66,13 +67,34 @@ pub fn send_msg(socket: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> 
     let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
     header.msg_iov = &mut iov;
     header.msg_iovlen = 1;
-    if !control.is_empty() {
-        header.msg_control = control.as_ptr() as *mut libc::c_void;
-        header.msg_controllen = control.len() as _;
-    }
+    let mut rights = RightsBuffer::new();
+    let control = rights.encode(fds)?;
+    header.msg_control = control.as_ptr() as *mut libc::c_void;
+    header.msg_controllen = control.len() as _;
     // SAFETY: `header` points at `iov` and `control`, which outlive the call; the
     // kernel only reads through them on send.
     let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &header, SEND_FLAGS) };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
+}
+
+/// [send(2)] one record without descriptors: the kernel's single-buffer path, no
+/// `msghdr` or iovec to copy in.
+///
+/// [send(2)]: https://man7.org/linux/man-pages/man2/send.2.html
+fn send(socket: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: `data` is a live buffer of `data.len()` bytes that the kernel only reads.
+    let sent = unsafe {
+        libc::send(
+            socket.as_raw_fd(),
+            data.as_ptr().cast(),
+            data.len(),
+            SEND_FLAGS,
+        )
+    };
     if sent < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -144,28 +166,57 @@ fn adopt_received(raw: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(raw) }
 }
 
-/// Receives one record, appending its bytes to `buf`. The record is read into the
-/// spare capacity of `buf` first and, if it is longer, into `overflow`, whose bytes
-/// are then appended (so `buf` needs no room for the largest possible record).
+/// Receives one record of at most `limit` bytes, appending its bytes to `buf`.
+///
+/// The kernel copies fastest into a single buffer, so one is used whenever it can
+/// be: `buf`'s spare room when that holds `limit` bytes, else, for records expected
+/// to be small (`expected`), `scratch` (then copied into `buf`). Only a large record
+/// into a small `buf` uses two: `buf` first, spilling into `scratch`, so the common
+/// case copies nothing twice.
 pub fn recv_into(
     socket: BorrowedFd<'_>,
     buf: &mut BytesMut,
-    overflow: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    limit: usize,
+    expected: usize,
 ) -> io::Result<Received> {
-    overflow.clear();
-    let head = buf.spare_capacity_mut();
-    let head_len = head.len();
-    let received = recv_msg(socket, head, overflow.spare_capacity_mut())?;
-    let in_head = received.len.min(head_len);
-    // SAFETY: recvmsg filled the iovecs in order: the first `in_head` bytes of the
-    // spare capacity of `buf` ...
-    unsafe { buf.advance_mut(in_head) };
-    if received.len > head_len {
-        // SAFETY: ... and the next `len - head_len` bytes of `overflow`'s spare capacity.
-        unsafe { overflow.set_len(received.len - head_len) };
-        buf.extend_from_slice(overflow);
-        overflow.clear();
+    const SMALL: usize = 2048;
+    let spare = buf.capacity() - buf.len();
+    if spare >= limit {
+        let received = recv_msg(socket, buf.spare_capacity_mut(), &mut [])?;
+        // SAFETY: recvmsg wrote the first `len` bytes of the spare capacity.
+        unsafe { buf.advance_mut(received.len) };
+        return Ok(received);
     }
+    scratch.clear();
+    scratch.reserve_exact(limit);
+    let (head, tail) = if expected <= SMALL {
+        (&mut scratch.spare_capacity_mut()[..limit], &mut [][..])
+    } else {
+        buf.reserve(expected);
+        let room = limit.saturating_sub(buf.capacity() - buf.len());
+        (
+            buf.spare_capacity_mut(),
+            &mut scratch.spare_capacity_mut()[..room],
+        )
+    };
+    let head_len = head.len();
+    let into_scratch_only = tail.is_empty();
+    let received = recv_msg(socket, head, tail)?;
+    if into_scratch_only {
+        // SAFETY: recvmsg wrote the first `len` bytes of `scratch`'s spare capacity.
+        unsafe { scratch.set_len(received.len) };
+    } else {
+        let in_buf = received.len.min(head_len);
+        // SAFETY: recvmsg filled the iovecs in order: the first `in_buf` bytes of
+        // `buf`'s spare capacity, then the first `len - in_buf` bytes of `scratch`'s.
+        unsafe {
+            buf.advance_mut(in_buf);
+            scratch.set_len(received.len - in_buf);
+        }
+    }
+    buf.extend_from_slice(scratch);
+    scratch.clear();
     Ok(received)
 }
 
@@ -184,17 +235,115 @@ pub fn recv_request(socket: BorrowedFd<'_>) -> io::Result<(Option<u8>, Received)
 }
 
 /// Types that own exactly one open descriptor for as long as they live, and always
-/// report it from `as_raw_fd`: what [`register`] needs.
-pub trait OwnsFd: AsRawFd {}
+/// report it from `as_fd`: what [`LazyIo`] can register.
+pub trait OwnsFd: AsFd {}
 
 impl OwnsFd for OwnedFd {}
 
-/// Registers an owned descriptor with the current Tokio reactor.
-pub fn register<T: OwnsFd>(owner: T) -> io::Result<tokio::io::unix::AsyncFd<T>> {
-    // SAFETY: `T: OwnsFd` owns one descriptor that stays open and unchanged while
-    // `T` lives, and the `AsyncFd` owns `T` until it is dropped or `into_inner`
-    // hands it back, so the registered descriptor cannot be closed or replaced.
-    unsafe { tokio::io::unix::AsyncFd::register(owner) }.map_err(io::Error::from)
+/// The number of a descriptor that a [`LazyIo`] owns, as registered with Tokio.
+#[derive(Debug)]
+pub struct FdNumber(RawFd);
+
+impl AsRawFd for FdNumber {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Serialises first registrations, so two tasks cannot both add one descriptor
+/// to the reactor (the second `epoll_ctl` would fail with `EEXIST`).
+static REGISTERING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A descriptor that is registered with the Tokio reactor only when an operation
+/// on it would block.
+///
+/// Every operation is first tried directly; most connections exchange a few
+/// records and close without ever waiting, and then never pay for
+/// `epoll_ctl(ADD)`/`epoll_ctl(DEL)` or a reactor turn to learn their readiness.
+/// Once registered, operations go through the reactor's readiness as usual.
+pub struct LazyIo<T: OwnsFd> {
+    // Declared before `owner`: dropped, so deregistered, before the descriptor
+    // closes. `into_inner` keeps that order too.
+    registration: std::sync::OnceLock<tokio::io::unix::AsyncFd<FdNumber>>,
+    owner: T,
+}
+
+impl<T: OwnsFd> LazyIo<T> {
+    /// Wraps `owner`; nothing is registered yet, and no runtime is needed.
+    pub fn new(owner: T) -> Self {
+        LazyIo {
+            registration: std::sync::OnceLock::new(),
+            owner,
+        }
+    }
+
+    /// The owner.
+    pub fn get_ref(&self) -> &T {
+        &self.owner
+    }
+
+    /// The descriptor.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.owner.as_fd()
+    }
+
+    /// Deregisters (if registered) and returns the owner.
+    pub fn into_inner(self) -> T {
+        let LazyIo {
+            registration,
+            owner,
+        } = self;
+        drop(registration);
+        owner
+    }
+
+    /// Whether the descriptor is registered with a reactor yet.
+    pub fn is_registered(&self) -> bool {
+        self.registration.get().is_some()
+    }
+
+    /// The registration, made on first use in the current runtime.
+    pub fn registration(&self) -> io::Result<&tokio::io::unix::AsyncFd<FdNumber>> {
+        if let Some(registration) = self.registration.get() {
+            return Ok(registration);
+        }
+        crate::runtime::require("waiting on a tokio-imc socket")?;
+        let _guard = REGISTERING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(registration) = self.registration.get() {
+            return Ok(registration);
+        }
+        let number = FdNumber(self.owner.as_fd().as_raw_fd());
+        // SAFETY: `number` is the descriptor `self.owner` owns. The registration
+        // is stored in `self` next to the owner and is dropped before it (field
+        // order, and `into_inner`), so the descriptor stays open, and the same,
+        // for the registration's whole life.
+        let registration =
+            unsafe { tokio::io::unix::AsyncFd::register(number) }.map_err(io::Error::from)?;
+        let _ = self.registration.set(registration);
+        self.registration
+            .get()
+            .ok_or_else(|| io::Error::other("the reactor registration could not be stored"))
+    }
+
+    /// Runs `op` until it does not return `WouldBlock`: first directly if not yet
+    /// registered, then each time the reactor reports `interest`.
+    pub async fn async_io<R>(
+        &self,
+        interest: tokio::io::Interest,
+        mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        if !self.is_registered() {
+            match op(self.fd()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => return done,
+            }
+        }
+        self.registration()?
+            .async_io(interest, |_| op(self.fd()))
+            .await
+    }
 }
 
 /// Arranges for `fds` to survive `exec` into the child that `command` spawns, at

@@ -251,14 +251,39 @@ fn a_native_client_style_seqpacket_address_is_accepted() {
 }
 
 #[test]
-fn outside_a_runtime_everything_fails_with_an_error_not_a_panic() {
+fn outside_a_runtime_objects_are_made_and_waiting_is_an_error_not_a_panic() {
     common::run_without_runtime(|| {
-        let err = make_bound_socket().expect_err("no runtime: an error");
-        assert!(err.to_string().contains("Tokio runtime"), "{err}");
-        assert!(ConnectedSocket::pair().is_err());
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        // Making and converting needs no runtime.
+        let (address, bound) = make_bound_socket().expect("no runtime needed to make one");
         let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
-        let err = SocketAddress::try_from(OwnedFd::from(a)).expect_err("no runtime: an error");
-        assert!(err.to_string().contains("Tokio runtime"), "{err}");
+        let adopted =
+            SocketAddress::try_from(OwnedFd::from(a)).expect("no runtime needed to adopt one");
+        drop(adopted);
+        // Work that completes at once needs none either: the request is queued.
+        let mut connect = std::pin::pin!(address.connect());
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(Ok(client)) = connect.as_mut().poll(&mut cx) else {
+            panic!("connect with room in the queue completes at once");
+        };
+        drop(client);
+        // Waiting does: polled by something that is not Tokio, it is an error.
+        let mut accept = std::pin::pin!(bound.accept());
+        assert!(
+            matches!(accept.as_mut().poll(&mut cx), Poll::Ready(Ok(_))),
+            "the queued request"
+        );
+        let mut accept = std::pin::pin!(bound.accept());
+        match accept.as_mut().poll(&mut cx) {
+            Poll::Ready(Err(err)) => {
+                assert!(err.to_string().contains("needs a Tokio runtime"), "{err}")
+            }
+            other => panic!(
+                "waiting outside a runtime: {:?}",
+                other.map(|r| r.map(drop))
+            ),
+        }
     });
 }
 

@@ -43,6 +43,9 @@ def main():
     expect(byte == b"c" and len(fds) == 1, "connect request: %r %r" % (byte, fds))
     connection = socket.socket(fileno=fds[0])
     expect(connection.type == socket.SOCK_SEQPACKET, "connection type %r" % connection.type)
+    # A received descriptor keeps the file status flags its sender gave it (here
+    # O_NONBLOCK); as PROTOCOL.md says, the receiver sets the ones it needs.
+    connection.setblocking(True)
     data, fds, _, _ = socket.recv_fds(connection, 4096, 8)
     expect(data == b"rust client" and len(fds) == 1, "rust client message: %r %r" % (data, fds))
     socket.send_fds(connection, [b"python server reply"], [fds[0]])

@@ -1,0 +1,802 @@
+//! tokio-imc against what a user would pick instead, and against the floor that raw
+//! blocking syscalls set. Every group runs its sides interleaved in this one
+//! process (see `harness`), on the same runtime flavour and thread layout, and
+//! prints time ratios.
+//!
+//! ```text
+//! cargo bench --bench ipc                 # everything (about a minute)
+//! cargo bench --bench ipc -- connect      # one group by name
+//! cargo bench --bench ipc -- --quick      # a fast smoke run
+//! ```
+
+mod harness;
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use harness::{compare, find, target, Settings, Side};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::runtime::Runtime;
+use tokio_imc::{blocking, make_bound_socket, ConnectedSocket};
+use tokio_seqpacket::ancillary::{AncillaryMessageWriter, OwnedAncillaryMessage};
+use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
+
+fn main() {
+    raise_fd_limit();
+    let settings = Settings::from_args();
+    println!(
+        "# tokio-imc benchmarks ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    if settings.wants("connect_accept") {
+        connect_accept(&settings);
+    }
+    if settings.wants("concurrent_connects") {
+        concurrent_connects(&settings);
+    }
+    if settings.wants("round_trip") {
+        for fds in [0, 1, 8] {
+            round_trip_one_thread(&settings, fds);
+        }
+        for echo_cpu in [0, 1] {
+            for fds in [0, 1, 8] {
+                round_trip_two_threads(&settings, fds, echo_cpu);
+            }
+        }
+    }
+    if settings.wants("throughput") {
+        throughput(&settings);
+    }
+    if settings.wants("minted_accept") {
+        minted_accept(&settings);
+    }
+}
+
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+fn current_thread() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn timed_async<F: std::future::Future<Output = ()>>(rt: &Runtime, f: F) -> Duration {
+    rt.block_on(async {
+        let start = Instant::now();
+        f.await;
+        start.elapsed()
+    })
+}
+
+// ---- raw blocking syscalls: the floor ----
+
+fn raw_pair(kind: SockType) -> (OwnedFd, OwnedFd) {
+    socketpair(AddressFamily::Unix, kind, None, SockFlag::SOCK_CLOEXEC).expect("socketpair")
+}
+
+fn raw_send(socket: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) {
+    let iov = [IoSlice::new(data)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .expect("sendmsg");
+}
+
+/// Receives one record into `buf`, closing any descriptors unless `keep` is set,
+/// in which case they are returned.
+fn raw_recv(socket: BorrowedFd<'_>, buf: &mut [u8], control: &mut Vec<u8>) -> Vec<OwnedFd> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(control),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .expect("recvmsg");
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs().expect("cmsgs") {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: recvmsg just installed these descriptors; nothing else owns them.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    fds
+}
+
+// ---- 1. connect + accept + one 1-byte round trip ----
+
+fn connect_accept(settings: &Settings) {
+    let rt = current_thread();
+    let dir = std::env::temp_dir().join(format!("tokio-imc-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+
+    let (address, bound) = rt.block_on(async { make_bound_socket() }).expect("bound");
+    let imc = Side::new("tokio-imc async", |n| {
+        timed_async(&rt, async {
+            for _ in 0..n {
+                let client = address.connect().await.expect("connect");
+                let server = bound.accept().await.expect("accept");
+                client.send(b"x", &[]).await.expect("send");
+                server.recv().await.expect("recv");
+                server.send(b"y", &[]).await.expect("send");
+                client.recv().await.expect("recv");
+            }
+        })
+    });
+
+    let path = dir.join("tokio.sock");
+    let listener = rt
+        .block_on(async { tokio::net::UnixListener::bind(&path) })
+        .expect("bind");
+    let tokio_path = Side::new("tokio UnixListener, filesystem path", |n| {
+        timed_async(&rt, async {
+            for _ in 0..n {
+                let mut client = tokio::net::UnixStream::connect(&path)
+                    .await
+                    .expect("connect");
+                let (mut server, _) = listener.accept().await.expect("accept");
+                byte_round_trip(&mut client, &mut server).await;
+            }
+        })
+    });
+
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("tokio-imc-bench-{}", std::process::id());
+    let abstract_addr =
+        std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("name");
+    let std_listener =
+        std::os::unix::net::UnixListener::bind_addr(&abstract_addr).expect("bind abstract");
+    std_listener.set_nonblocking(true).expect("nonblocking");
+    let abstract_listener = rt
+        .block_on(async { tokio::net::UnixListener::from_std(std_listener) })
+        .expect("listener");
+    let tokio_abstract = Side::new("tokio UnixListener, abstract name", |n| {
+        timed_async(&rt, async {
+            for _ in 0..n {
+                // tokio has no connect for abstract names: connect with std (a Unix
+                // connect completes at once), then hand the socket to tokio.
+                let std_client =
+                    std::os::unix::net::UnixStream::connect_addr(&abstract_addr).expect("connect");
+                std_client.set_nonblocking(true).expect("nonblocking");
+                let mut client = tokio::net::UnixStream::from_std(std_client).expect("register");
+                let (mut server, _) = abstract_listener.accept().await.expect("accept");
+                byte_round_trip(&mut client, &mut server).await;
+            }
+        })
+    });
+
+    let seq_path = dir.join("seqpacket.sock");
+    let mut seq_listener = rt
+        .block_on(async { UnixSeqpacketListener::bind(&seq_path) })
+        .expect("bind");
+    let seqpacket = Side::new("tokio-seqpacket listener, filesystem path", |n| {
+        timed_async(&rt, async {
+            let mut buf = [0u8; 16];
+            for _ in 0..n {
+                let client = UnixSeqpacket::connect(&seq_path).await.expect("connect");
+                let server = seq_listener.accept().await.expect("accept");
+                client.send(b"x").await.expect("send");
+                server.recv(&mut buf).await.expect("recv");
+                server.send(b"y").await.expect("send");
+                client.recv(&mut buf).await.expect("recv");
+            }
+        })
+    });
+
+    let (raw_address, raw_bound) = raw_pair(SockType::Stream);
+    let raw = Side::new("raw blocking syscalls, same protocol (floor)", |n| {
+        let mut control = nix::cmsg_space!([RawFd; 1]);
+        let mut buf = [0u8; 16];
+        let start = Instant::now();
+        for _ in 0..n {
+            let (kept, sent) = raw_pair(SockType::SeqPacket);
+            raw_send(raw_address.as_fd(), b"c", &[sent.as_raw_fd()]);
+            drop(sent);
+            let connection = raw_recv(raw_bound.as_fd(), &mut buf[..1], &mut control)
+                .pop()
+                .expect("a connection");
+            raw_send(kept.as_fd(), b"x", &[]);
+            raw_recv(connection.as_fd(), &mut buf, &mut control);
+            raw_send(connection.as_fd(), b"y", &[]);
+            raw_recv(kept.as_fd(), &mut buf, &mut control);
+        }
+        start.elapsed()
+    });
+
+    let (blocking_address, blocking_bound) = blocking::make_bound_socket().expect("blocking bound");
+    let facade = Side::new("tokio-imc blocking facade", |n| {
+        let start = Instant::now();
+        for _ in 0..n {
+            let client = blocking_address.connect().expect("connect");
+            let server = blocking_bound.accept().expect("accept");
+            client.send(b"x", &[]).expect("send");
+            server.recv().expect("recv");
+            server.send(b"y", &[]).expect("send");
+            client.recv().expect("recv");
+        }
+        start.elapsed()
+    });
+
+    let results = compare(
+        settings,
+        "connect + accept + 1-byte round trip, one current-thread runtime",
+        "connection",
+        vec![imc, tokio_path, tokio_abstract, seqpacket, raw, facade],
+    );
+    let imc = find(&results, "tokio-imc async").ns_per_op;
+    let path = find(&results, "tokio UnixListener, filesystem path").ns_per_op;
+    let floor = find(&results, "raw blocking syscalls, same protocol (floor)").ns_per_op;
+    let facade = find(&results, "tokio-imc blocking facade").ns_per_op;
+    target("tokio-imc rate / tokio path rate", path / imc, 1.2, true);
+    target("tokio-imc time / raw floor time", imc / floor, 1.3, false);
+    target(
+        "blocking facade time / raw floor time",
+        facade / floor,
+        1.5,
+        false,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn byte_round_trip(client: &mut tokio::net::UnixStream, server: &mut tokio::net::UnixStream) {
+    let mut byte = [0u8; 1];
+    client.write_all(b"x").await.expect("write");
+    server.read_exact(&mut byte).await.expect("read");
+    server.write_all(b"y").await.expect("write");
+    client.read_exact(&mut byte).await.expect("read");
+}
+
+// ---- 2. concurrent connects ----
+
+fn concurrent_connects(settings: &Settings) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (address, bound) = rt.block_on(async { make_bound_socket() }).expect("bound");
+    let address = Arc::new(address);
+    let accepted = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(tokio::sync::Notify::new());
+    rt.spawn({
+        let (accepted, progress) = (Arc::clone(&accepted), Arc::clone(&progress));
+        async move {
+            while let Ok(connection) = bound.accept().await {
+                drop(connection);
+                accepted.fetch_add(1, Ordering::SeqCst);
+                progress.notify_waiters();
+            }
+        }
+    });
+    let sides = [1usize, 16, 256]
+        .into_iter()
+        .map(|connectors| {
+            let (address, accepted, progress) = (
+                Arc::clone(&address),
+                Arc::clone(&accepted),
+                Arc::clone(&progress),
+            );
+            let rt = &rt;
+            Side::new(
+                format!("{connectors} connector task(s), one acceptor"),
+                move |n| {
+                    let goal = accepted.load(Ordering::SeqCst) + n;
+                    timed_async(rt, async {
+                        let tasks: Vec<_> = (0..connectors as u64)
+                            .map(|task| {
+                                let share =
+                                    n / connectors as u64 + u64::from(task < n % connectors as u64);
+                                let address = Arc::clone(&address);
+                                tokio::spawn(async move {
+                                    for _ in 0..share {
+                                        drop(address.connect().await.expect("connect"));
+                                    }
+                                })
+                            })
+                            .collect();
+                        for task in tasks {
+                            task.await.expect("connector");
+                        }
+                        loop {
+                            let notified = progress.notified();
+                            if accepted.load(Ordering::SeqCst) >= goal {
+                                break;
+                            }
+                            notified.await;
+                        }
+                    })
+                },
+            )
+        })
+        .collect();
+    let results = compare(
+        settings,
+        "concurrent connects through one address, multi-thread runtime (2 workers)",
+        "connection",
+        sides,
+    );
+    let one = results[0].ns_per_op;
+    let many = results[2].ns_per_op;
+    target(
+        "cost per connection, 256 connectors / 1 connector",
+        many / one,
+        1.5,
+        false,
+    );
+}
+
+// ---- 3. message round trip ----
+
+const MESSAGE: [u8; 64] = [7u8; 64];
+
+fn pipes(count: usize) -> Vec<OwnedFd> {
+    (0..count)
+        .map(|_| OwnedFd::from(std::fs::File::open("/dev/null").expect("/dev/null")))
+        .collect()
+}
+
+fn round_trip_one_thread(settings: &Settings, fd_count: usize) {
+    let rt = current_thread();
+    let owned = pipes(fd_count);
+    let fds: Vec<BorrowedFd<'_>> = owned.iter().map(|fd| fd.as_fd()).collect();
+    let raw_fds: Vec<RawFd> = owned.iter().map(|fd| fd.as_raw_fd()).collect();
+
+    let (a, b) = rt
+        .block_on(async { ConnectedSocket::pair() })
+        .expect("pair");
+    let imc = Side::new("tokio-imc", |n| {
+        timed_async(&rt, async {
+            for _ in 0..n {
+                a.send(&MESSAGE, &fds).await.expect("send");
+                drop(b.recv().await.expect("recv"));
+                b.send(&MESSAGE, &fds).await.expect("send");
+                drop(a.recv().await.expect("recv"));
+            }
+        })
+    });
+
+    let (sa, sb) = rt.block_on(async { UnixSeqpacket::pair() }).expect("pair");
+    let seqpacket = Side::new("tokio-seqpacket used directly", |n| {
+        timed_async(&rt, async {
+            let mut state = SeqpacketBuffers::default();
+            for _ in 0..n {
+                state.send(&sa, &fds).await;
+                state.recv(&sb).await;
+                state.send(&sb, &fds).await;
+                state.recv(&sa).await;
+            }
+        })
+    });
+
+    let (ra, rb) = raw_pair(SockType::SeqPacket);
+    let raw = Side::new("raw blocking syscalls (floor)", |n| {
+        let mut control = nix::cmsg_space!([RawFd; 8]);
+        let mut buf = [0u8; 128];
+        let start = Instant::now();
+        for _ in 0..n {
+            raw_send(ra.as_fd(), &MESSAGE, &raw_fds);
+            raw_recv(rb.as_fd(), &mut buf, &mut control);
+            raw_send(rb.as_fd(), &MESSAGE, &raw_fds);
+            raw_recv(ra.as_fd(), &mut buf, &mut control);
+        }
+        start.elapsed()
+    });
+    let title = format!(
+        "64-byte round trip with {fd_count} fd(s), both ends on one current-thread runtime"
+    );
+    let results = compare(settings, &title, "round trip", vec![imc, seqpacket, raw]);
+    target(
+        &format!("tokio-imc / tokio-seqpacket, {fd_count} fd(s), one thread"),
+        results[0].ns_per_op / results[1].ns_per_op,
+        1.05,
+        false,
+    );
+}
+
+/// tokio-seqpacket's send and receive buffers, reused across calls as its users do.
+struct SeqpacketBuffers {
+    data: [u8; 256],
+    send_control: [u8; 512],
+    recv_control: [u8; 512],
+}
+
+impl Default for SeqpacketBuffers {
+    fn default() -> Self {
+        SeqpacketBuffers {
+            data: [0; 256],
+            send_control: [0; 512],
+            recv_control: [0; 512],
+        }
+    }
+}
+
+impl SeqpacketBuffers {
+    async fn send(&mut self, socket: &UnixSeqpacket, fds: &[BorrowedFd<'_>]) {
+        let mut writer = AncillaryMessageWriter::new(&mut self.send_control);
+        if !fds.is_empty() {
+            writer.add_fds(fds.iter().copied()).expect("room for fds");
+        }
+        socket
+            .send_with_ancillary(&MESSAGE, &mut writer)
+            .await
+            .expect("send");
+    }
+
+    async fn recv(&mut self, socket: &UnixSeqpacket) {
+        let (_, reader) = socket
+            .recv_with_ancillary(&mut self.data, &mut self.recv_control)
+            .await
+            .expect("recv");
+        for message in reader.into_messages() {
+            if let OwnedAncillaryMessage::FileDescriptors(fds) = message {
+                fds.for_each(drop);
+            }
+        }
+    }
+}
+
+/// Pins the calling thread to one CPU, returning what it was allowed before.
+fn pin_to(cpu: usize) -> Option<nix::sched::CpuSet> {
+    let this = nix::unistd::Pid::from_raw(0);
+    let before = nix::sched::sched_getaffinity(this).ok()?;
+    let mut only = nix::sched::CpuSet::new();
+    only.set(cpu).ok()?;
+    nix::sched::sched_setaffinity(this, &only).ok()?;
+    Some(before)
+}
+
+fn unpin(before: Option<nix::sched::CpuSet>) {
+    if let Some(before) = before {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &before);
+    }
+}
+
+/// Two threads: the caller on CPU 0 and every echo peer on `echo_cpu`, for every
+/// side alike. Where threads land decides the cost of a wake-up (same core or not)
+/// far more than any code under test, so it is fixed, not left to the scheduler.
+fn round_trip_two_threads(settings: &Settings, fd_count: usize, echo_cpu: usize) {
+    let before = pin_to(0);
+    round_trip_two_threads_pinned(settings, fd_count, echo_cpu);
+    unpin(before);
+}
+
+fn round_trip_two_threads_pinned(settings: &Settings, fd_count: usize, echo_cpu: usize) {
+    let rt = current_thread();
+    let owned = pipes(fd_count);
+    let fds: Vec<BorrowedFd<'_>> = owned.iter().map(|fd| fd.as_fd()).collect();
+    let raw_fds: Vec<RawFd> = owned.iter().map(|fd| fd.as_raw_fd()).collect();
+
+    // Each echo peer runs on its own thread with its own current-thread runtime.
+    let (a, b) = ConnectedSocket::pair_fds();
+    let imc_echo = std::thread::spawn(move || {
+        pin_to(echo_cpu);
+        current_thread().block_on(async move {
+            let b = ConnectedSocket::try_from(b).expect("adopt");
+            while let Ok(Some(message)) = b.recv().await {
+                let fds: Vec<BorrowedFd<'_>> = message.fds.iter().map(|fd| fd.as_fd()).collect();
+                if b.send(&message.data, &fds).await.is_err() {
+                    break;
+                }
+            }
+        })
+    });
+    let a = rt
+        .block_on(async { ConnectedSocket::try_from(a) })
+        .expect("adopt");
+    let imc = Side::new("tokio-imc", |n| {
+        timed_async(&rt, async {
+            for _ in 0..n {
+                a.send(&MESSAGE, &fds).await.expect("send");
+                drop(a.recv().await.expect("recv"));
+            }
+        })
+    });
+
+    let (sa, sb) = ConnectedSocket::pair_fds();
+    let seq_echo = std::thread::spawn(move || {
+        pin_to(echo_cpu);
+        current_thread().block_on(async move {
+            let sb = UnixSeqpacket::try_from(sb).expect("adopt");
+            let mut data = [0u8; 256];
+            let mut recv_control = [0u8; 512];
+            let mut send_control = [0u8; 512];
+            loop {
+                let Ok((info, reader)) = sb.recv_with_ancillary(&mut data, &mut recv_control).await
+                else {
+                    break;
+                };
+                if info.bytes_read() == 0 {
+                    break;
+                }
+                let mut owned = Vec::new();
+                for message in reader.into_messages() {
+                    if let OwnedAncillaryMessage::FileDescriptors(fds) = message {
+                        owned.extend(fds);
+                    }
+                }
+                let mut writer = AncillaryMessageWriter::new(&mut send_control);
+                if !owned.is_empty() {
+                    writer
+                        .add_fds(owned.iter().map(|fd| fd.as_fd()))
+                        .expect("room");
+                }
+                if sb
+                    .send_with_ancillary(&data[..info.bytes_read()], &mut writer)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        })
+    });
+    let sa = rt
+        .block_on(async { UnixSeqpacket::try_from(sa) })
+        .expect("adopt");
+    let seqpacket = Side::new("tokio-seqpacket used directly", |n| {
+        timed_async(&rt, async {
+            let mut state = SeqpacketBuffers::default();
+            for _ in 0..n {
+                state.send(&sa, &fds).await;
+                state.recv(&sa).await;
+            }
+        })
+    });
+
+    let (ra, rb) = raw_pair(SockType::SeqPacket);
+    let raw_echo = std::thread::spawn(move || {
+        pin_to(echo_cpu);
+        let mut control = nix::cmsg_space!([RawFd; 8]);
+        let mut buf = [0u8; 128];
+        loop {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let Ok(msg) = recvmsg::<()>(
+                rb.as_raw_fd(),
+                &mut iov,
+                Some(&mut control),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) else {
+                break;
+            };
+            if msg.bytes == 0 {
+                break;
+            }
+            let len = msg.bytes;
+            let mut received = Vec::new();
+            for cmsg in msg.cmsgs().expect("cmsgs") {
+                if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                    // SAFETY: just installed by recvmsg; owned by nothing else.
+                    received.extend(
+                        raw.into_iter()
+                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                    );
+                }
+            }
+            let raw: Vec<RawFd> = received.iter().map(|fd| fd.as_raw_fd()).collect();
+            raw_send(rb.as_fd(), &buf[..len], &raw);
+        }
+    });
+    let raw = Side::new("raw blocking syscalls (floor)", |n| {
+        let mut control = nix::cmsg_space!([RawFd; 8]);
+        let mut buf = [0u8; 128];
+        let start = Instant::now();
+        for _ in 0..n {
+            raw_send(ra.as_fd(), &MESSAGE, &raw_fds);
+            raw_recv(ra.as_fd(), &mut buf, &mut control);
+        }
+        start.elapsed()
+    });
+    let title = format!(
+        "64-byte round trip with {fd_count} fd(s), echo peer on another thread (CPU 0 <-> CPU 1)"
+    );
+    let results = compare(settings, &title, "round trip", vec![imc, seqpacket, raw]);
+    target(
+        &format!(
+            "tokio-imc / tokio-seqpacket, {fd_count} fd(s), two threads, CPU 0 <-> {echo_cpu}"
+        ),
+        results[0].ns_per_op / results[1].ns_per_op,
+        1.05,
+        false,
+    );
+    drop((a, sa, ra));
+    for echo in [imc_echo, seq_echo, raw_echo] {
+        echo.join().expect("echo thread");
+    }
+}
+
+/// A raw connected seqpacket pair, non-blocking and close-on-exec, for handing to
+/// other threads before registration.
+trait PairFds {
+    fn pair_fds() -> (OwnedFd, OwnedFd);
+}
+
+impl PairFds for ConnectedSocket {
+    fn pair_fds() -> (OwnedFd, OwnedFd) {
+        socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )
+        .expect("socketpair")
+    }
+}
+
+// ---- 4. throughput ----
+
+fn throughput(settings: &Settings) {
+    let max = {
+        let (a, _b) = raw_pair(SockType::SeqPacket);
+        nix::sys::socket::getsockopt(&a, nix::sys::socket::sockopt::SndBuf).expect("SO_SNDBUF") - 32
+    };
+    for size in [64usize, 4096, 65536, max] {
+        let rt = current_thread();
+        let payload = vec![3u8; size];
+        let (a, b) = rt
+            .block_on(async { ConnectedSocket::pair() })
+            .expect("pair");
+        let imc = Side::new("tokio-imc recv (a new Bytes per message)", |n| {
+            timed_async(&rt, async {
+                let send = async {
+                    for _ in 0..n {
+                        a.send(&payload, &[]).await.expect("send");
+                    }
+                };
+                let recv = async {
+                    for _ in 0..n {
+                        drop(b.recv().await.expect("recv"));
+                    }
+                };
+                tokio::join!(send, recv);
+            })
+        });
+        let imc_into = Side::new("tokio-imc recv_into (buffer reused)", |n| {
+            timed_async(&rt, async {
+                let send = async {
+                    for _ in 0..n {
+                        a.send(&payload, &[]).await.expect("send");
+                    }
+                };
+                let recv = async {
+                    let mut data = BytesMut::with_capacity(tokio_imc::MAX_RECV_SIZE);
+                    let mut fds = Vec::new();
+                    for _ in 0..n {
+                        data.clear();
+                        b.recv_into(&mut data, &mut fds).await.expect("recv");
+                    }
+                };
+                tokio::join!(send, recv);
+            })
+        });
+        let (sa, sb) = rt.block_on(async { UnixSeqpacket::pair() }).expect("pair");
+        let seqpacket = Side::new("tokio-seqpacket (buffer reused)", |n| {
+            timed_async(&rt, async {
+                let send = async {
+                    for _ in 0..n {
+                        sa.send(&payload).await.expect("send");
+                    }
+                };
+                let recv = async {
+                    let mut buf = vec![0u8; max];
+                    for _ in 0..n {
+                        sb.recv(&mut buf).await.expect("recv");
+                    }
+                };
+                tokio::join!(send, recv);
+            })
+        });
+        let title = format!("one-way throughput, {size}-byte messages, one current-thread runtime");
+        let results = compare(settings, &title, "message", vec![seqpacket, imc_into, imc]);
+        for r in &results {
+            println!(
+                "  {:<44} {:>10.1} MB/s",
+                r.name,
+                size as f64 / r.ns_per_op * 1e3
+            );
+        }
+        let base = results[0].ns_per_op;
+        target(
+            &format!("recv_into / tokio-seqpacket, {size} B"),
+            results[1].ns_per_op / base,
+            1.05,
+            false,
+        );
+        target(
+            &format!("recv / tokio-seqpacket, {size} B"),
+            results[2].ns_per_op / base,
+            1.05,
+            false,
+        );
+    }
+}
+
+// ---- 6. accept cost with many minted addresses ----
+
+fn minted_accept(settings: &Settings) {
+    let rt = current_thread();
+    let mut setups = Vec::new();
+    for count in [1usize, 100, 5000] {
+        let (original, bound) = rt.block_on(async { make_bound_socket() }).expect("bound");
+        drop(original);
+        let minted: Vec<_> = rt
+            .block_on(async {
+                (0..count)
+                    .map(|_| bound.mint_address().map(|(_, address)| address))
+                    .collect::<std::io::Result<Vec<_>>>()
+            })
+            .expect("mint");
+        setups.push((count, bound, minted));
+    }
+    let mut sides = Vec::new();
+    for (count, bound, minted) in &setups {
+        let spreads: &[bool] = if *count == 1 {
+            &[false]
+        } else {
+            &[false, true]
+        };
+        for &spread in spreads {
+            let rt = &rt;
+            let name = match (count, spread) {
+                (1, _) => "1 minted address".to_string(),
+                (_, false) => format!("{count} minted, connects through one"),
+                (_, true) => format!("{count} minted, connects spread over all"),
+            };
+            let mut next = 0usize;
+            sides.push(Side::new(name, move |n| {
+                timed_async(rt, async {
+                    for _ in 0..n {
+                        let address = if spread {
+                            &minted[next % minted.len()]
+                        } else {
+                            &minted[0]
+                        };
+                        next += 1;
+                        let client = address.connect().await.expect("connect");
+                        let server = bound.accept().await.expect("accept");
+                        drop((client, server));
+                    }
+                })
+            }));
+        }
+    }
+    let results = compare(
+        settings,
+        "connect + accept through minted addresses, one current-thread runtime",
+        "accept",
+        sides,
+    );
+    let one = results[0].ns_per_op;
+    for r in &results[1..] {
+        if r.name.starts_with("5000") {
+            target(
+                &format!("{} / 1 minted address", r.name),
+                r.ns_per_op / one,
+                1.2,
+                false,
+            );
+        }
+    }
+}

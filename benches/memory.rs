@@ -1,0 +1,138 @@
+//! User-space memory per idle connection: 5,000 tokio-imc `ConnectedSocket` pairs
+//! against 5,000 tokio `UnixStream` pairs, both ends in this process (10,000
+//! descriptors each; the per-process limit here is 20,000).
+//!
+//! ```text
+//! cargo bench --bench memory
+//! ```
+//!
+//! Counted by a global allocator that tracks live heap bytes, plus the resident
+//! set size from `/proc/self/statm` for what the allocator does not see.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const PAIRS: usize = 5000;
+
+fn rss_bytes() -> isize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: isize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Live heap bytes and RSS added by `make`, per socket (two per pair).
+fn measure<T>(make: impl Fn() -> T) -> (f64, f64, Vec<T>) {
+    let heap_before = LIVE.load(Ordering::Relaxed);
+    let rss_before = rss_bytes();
+    let mut kept = Vec::with_capacity(PAIRS);
+    let vec_bytes = (PAIRS * std::mem::size_of::<T>()) as isize;
+    for _ in 0..PAIRS {
+        kept.push(make());
+    }
+    let heap = (LIVE.load(Ordering::Relaxed) - heap_before - vec_bytes) as f64 + vec_bytes as f64;
+    let rss = (rss_bytes() - rss_before) as f64;
+    (heap / (2 * PAIRS) as f64, rss / (2 * PAIRS) as f64, kept)
+}
+
+/// Polls `future` once, inside the current runtime, and reports whether it was
+/// pending (it is then dropped, as a cancelled wait).
+fn poll_once_pending<F: std::future::Future>(future: F) -> bool {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    future.as_mut().poll(&mut cx).is_pending()
+}
+
+fn main() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        // Warm up both paths so one-time allocations (driver slabs, thread-locals)
+        // are not charged to either side.
+        // (the first recv on a thread allocates its 512 KiB overflow buffer, once)
+        let (a, b) = tokio_imc::ConnectedSocket::pair().expect("pair");
+        a.send(b"warm up", &[]).await.expect("send");
+        drop(b.recv().await.expect("recv"));
+        drop(tokio::net::UnixStream::pair());
+
+        println!("# memory per idle connection ({PAIRS} pairs, both ends in this process)");
+        println!(
+            "| {:<28} | {:>14} | {:>16} | {:>12} |",
+            "type", "heap B/socket", "RSS B/socket", "size_of"
+        );
+        println!("|{:-<30}|{:->16}|{:->18}|{:->14}|", "", "", "", "");
+        let (imc_heap, imc_rss, imc) =
+            measure(|| tokio_imc::ConnectedSocket::pair().expect("pair"));
+        println!(
+            "| {:<28} | {:>14.0} | {:>16.0} | {:>12} |",
+            "tokio_imc::ConnectedSocket",
+            imc_heap,
+            imc_rss,
+            std::mem::size_of::<tokio_imc::ConnectedSocket>()
+        );
+        drop(imc);
+        // An idle server connection has a recv waiting, so it is registered with the
+        // reactor: make each socket wait once, then measure.
+        let (reg_heap, reg_rss, registered) = measure(|| {
+            let (a, b) = tokio_imc::ConnectedSocket::pair().expect("pair");
+            for socket in [&a, &b] {
+                assert!(poll_once_pending(socket.recv()), "nothing was sent, so recv waits");
+            }
+            (a, b)
+        });
+        println!(
+            "| {:<28} | {:>14.0} | {:>16.0} | {:>12} |",
+            "  ... after a recv waited",
+            reg_heap,
+            reg_rss,
+            std::mem::size_of::<tokio_imc::ConnectedSocket>()
+        );
+        drop(registered);
+        let (tokio_heap, tokio_rss, streams) =
+            measure(|| tokio::net::UnixStream::pair().expect("pair"));
+        println!(
+            "| {:<28} | {:>14.0} | {:>16.0} | {:>12} |",
+            "tokio::net::UnixStream",
+            tokio_heap,
+            tokio_rss,
+            std::mem::size_of::<tokio::net::UnixStream>()
+        );
+        drop(streams);
+        for (what, ours) in [("never waited", imc_heap), ("after a recv waited", reg_heap)] {
+            let ratio = ours / tokio_heap;
+            let verdict = if ratio <= 1.0 { "MET" } else { "MISSED" };
+            println!("target: heap per ConnectedSocket ({what}) / per UnixStream: {ratio:.2} (<= 1) {verdict}");
+        }
+    });
+}
