@@ -102,8 +102,9 @@ fn raw_send(socket: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) {
     .expect("sendmsg");
 }
 
-/// Receives one record into `buf`, closing any descriptors unless `keep` is set,
-/// in which case they are returned.
+/// Receives one record into `buf` and returns its descriptors (owned, so dropping
+/// them closes them).
+#[allow(clippy::ptr_arg)] // nix's recvmsg takes the control buffer as a Vec
 fn raw_recv(socket: BorrowedFd<'_>, buf: &mut [u8], control: &mut Vec<u8>) -> Vec<OwnedFd> {
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(
