@@ -127,6 +127,10 @@ impl ConnectedSocket {
     /// Receives one record, or `None` once the peer has closed its end (or this end
     /// was shut down for reading) and every queued record was read.
     ///
+    /// If the peer closed (or died) while records we sent it were still unread,
+    /// Linux reports that once, as `ConnectionReset`, before the records the peer
+    /// had sent: call `recv` again to read those, then `None`.
+    ///
     /// # Errors
     ///
     /// The record is dropped and every descriptor that did arrive is closed when:

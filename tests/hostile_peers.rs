@@ -1,0 +1,498 @@
+//! The server against peers that do what tokio-imc's own client never would.
+//!
+//! Every attacker is a separate process (this test binary again, in a role) that
+//! speaks the protocol with raw syscalls. Each test checks that the server keeps
+//! serving a well-behaved client afterwards, that nothing panics, that the
+//! server's descriptor set returns to its baseline (`run`), and that the caller
+//! sees the documented result.
+//!
+//! Sizes: the flood sends 100,000 requests and the load test holds 10,000
+//! connections, in CI as everywhere (both take seconds here).
+
+mod common;
+
+use std::io::{self, ErrorKind};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::process::Child;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{
+    bounded, child, child_main, child_role, ensure, expect_success, fail, raw_pair, raw_recv,
+    raw_send, run, Logs,
+};
+use nix::sys::socket::SockType;
+use tokio_imc::{handoff, make_bound_socket, BoundSocket, ConnectedSocket, SocketAddress};
+
+const FLOOD_REQUESTS: usize = 100_000;
+const FLOOD_PROCESSES: usize = 4;
+const LOAD_CONNECTIONS: usize = 10_000;
+const LOAD_PROCESSES: usize = 4;
+
+/// The address a raw attacker inherited, taken without tokio-imc.
+fn inherited(name: &str) -> OwnedFd {
+    let value = std::env::var(handoff::ENV_VAR).expect("TOKIO_IMC_FDS");
+    let number: RawFd = value
+        .split(',')
+        .find_map(|entry| entry.strip_prefix(&format!("{name}=")))
+        .and_then(|n| n.parse().ok())
+        .expect("a passed descriptor");
+    // SAFETY: the parent passed this descriptor to us under `name`; nothing else in
+    // this process owns it.
+    unsafe { OwnedFd::from_raw_fd(number) }
+}
+
+/// Starts an attacker holding `address` (and, optionally, a control connection).
+fn start(
+    test: &str,
+    role: &str,
+    address: BorrowedFd<'_>,
+    control: Option<BorrowedFd<'_>>,
+) -> io::Result<Child> {
+    let mut command = child(test, role);
+    let mut fds = vec![(handoff::ADDRESS, address)];
+    fds.extend(control.map(|fd| ("control", fd)));
+    handoff::pass(&mut command, &fds)?;
+    command.spawn()
+}
+
+async fn wait(process: Child) -> io::Result<()> {
+    tokio::task::spawn_blocking(move || expect_success(process))
+        .await
+        .map_err(io::Error::other)
+}
+
+/// A raw, well-formed connect: returns the kept end.
+fn raw_connect(address: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let (kept, sent) = raw_pair(SockType::SeqPacket);
+    raw_send(address, b"c", &[sent.as_fd()])?;
+    Ok(kept)
+}
+
+/// A well-behaved client is still served: connect, echo, through `address`.
+async fn still_served(address: &SocketAddress, bound: &BoundSocket) -> io::Result<()> {
+    let (client, server) = tokio::join!(address.connect(), bounded("accept", bound.accept()));
+    let (client, server) = (client?, server??);
+    client.send(b"still there?", &[]).await?;
+    let got = server.recv().await?.ok_or_else(|| fail("closed"))?;
+    ensure(&got.data[..] == b"still there?", "served after the attack")
+}
+
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(0)
+        * 4096
+}
+
+#[test]
+fn requests_with_3_253_and_254_descriptors_files_and_memfds() {
+    const TEST: &str = "requests_with_3_253_and_254_descriptors_files_and_memfds";
+    if child_role().is_some() {
+        let address = inherited(handoff::ADDRESS);
+        let (_kept, sent) = raw_pair(SockType::SeqPacket);
+        raw_send(address.as_fd(), b"c", &[sent.as_fd(); 3]).expect("3 fds");
+        raw_send(address.as_fd(), b"c", &[sent.as_fd(); 253]).expect("253 fds");
+        let err = raw_send(address.as_fd(), b"c", &[sent.as_fd(); 254])
+            .expect_err("the kernel refuses 254");
+        assert_eq!(err.raw_os_error(), Some(nix::libc::EINVAL), "{err}");
+        let file = std::fs::File::open("/proc/self/exe").expect("a regular file");
+        raw_send(address.as_fd(), b"c", &[file.as_fd()]).expect("a file");
+        let memfd =
+            nix::sys::memfd::memfd_create(c"attack", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                .expect("memfd");
+        raw_send(address.as_fd(), b"c", &[memfd.as_fd()]).expect("a memfd");
+        // Then a proper request, which must be served.
+        let kept = raw_connect(address.as_fd()).expect("connect");
+        raw_send(kept.as_fd(), b"ping", &[]).expect("send");
+        let (reply, _) = raw_recv(kept.as_fd(), 64).expect("reply");
+        assert_eq!(reply, b"ping");
+        std::process::exit(common::CHILD_OK);
+    }
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    run(|| async {
+        let (address, bound) = make_bound_socket()?;
+        let attacker = start(TEST, "attacker", address.as_fd(), None)?;
+        let connection = bounded("accept of the one good request", bound.accept()).await??;
+        let ping = connection.recv().await?.ok_or_else(|| fail("closed"))?;
+        connection.send(&ping.data, &[]).await?;
+        wait(attacker).await?;
+        let text = logs.text();
+        for reason in ["3 descriptors", "253 descriptors", "not a socket"] {
+            ensure(
+                text.contains(reason),
+                format!("a warning naming {reason:?}:\n{text}"),
+            )?;
+        }
+        ensure(
+            text.matches("not a socket").count() == 2,
+            "the file and the memfd were both refused",
+        )?;
+        let idle = tokio::time::timeout(Duration::from_millis(100), bound.accept()).await;
+        ensure(idle.is_err(), "nothing else was accepted")?;
+        still_served(&address, &bound).await
+    });
+}
+
+#[test]
+fn a_holder_shutting_down_the_shared_address_ends_it_for_every_holder() {
+    const TEST: &str = "a_holder_shutting_down_the_shared_address_ends_it_for_every_holder";
+    if let Some(role) = child_role() {
+        let address = inherited(handoff::ADDRESS);
+        let how = match role.as_str() {
+            "read" => nix::sys::socket::Shutdown::Read,
+            "write" => nix::sys::socket::Shutdown::Write,
+            _ => nix::sys::socket::Shutdown::Both,
+        };
+        nix::sys::socket::shutdown(address.as_raw_fd(), how).expect("shutdown");
+        std::process::exit(common::CHILD_OK);
+    }
+    run(|| async {
+        // Shutting down the reading side alone changes nothing for anyone: an
+        // address is only ever written to.
+        let (address, bound) = make_bound_socket()?;
+        wait(start(TEST, "read", address.as_fd(), None)?).await?;
+        still_served(&address, &bound).await?;
+
+        // Write (or both): requests queued before it are still served, then the
+        // server sees the end (NotConnected) and every holder is refused.
+        for how in ["write", "both"] {
+            let (address, bound) = make_bound_socket()?;
+            let queued = address.connect().await?;
+            wait(start(TEST, how, address.as_fd(), None)?).await?;
+            let err = address
+                .connect()
+                .await
+                .err()
+                .ok_or_else(|| fail("connect after shutdown"))?;
+            ensure(
+                err.kind() == ErrorKind::ConnectionRefused,
+                format!("{how}: {err:?}"),
+            )?;
+            let served = bounded("the queued request", bound.accept()).await??;
+            queued.send(b"queued", &[]).await?;
+            ensure(served.recv().await?.is_some(), "the queued request works")?;
+            let err = bounded("accept after shutdown", bound.accept())
+                .await?
+                .err()
+                .ok_or_else(|| fail("accepted"))?;
+            ensure(
+                err.kind() == ErrorKind::NotConnected,
+                format!("{how}: {err:?}"),
+            )?;
+            // Nothing spins: every further accept fails at once, the same way.
+            let err = bounded("accept again", bound.accept())
+                .await?
+                .err()
+                .ok_or_else(|| fail("accepted"))?;
+            ensure(
+                err.kind() == ErrorKind::NotConnected,
+                format!("{how}: {err:?}"),
+            )?;
+            // A minted address is a way back for well-behaved holders.
+            let (_, fresh) = bound.mint_address()?;
+            still_served(&fresh, &bound).await?;
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_peer_killed_mid_conversation_with_descriptors_queued_both_ways() {
+    const TEST: &str = "a_peer_killed_mid_conversation_with_descriptors_queued_both_ways";
+    if child_role().is_some() {
+        let address = inherited(handoff::ADDRESS);
+        let kept = raw_connect(address.as_fd()).expect("connect");
+        let (read_end, _write_end) = common::pipe();
+        for i in 0..5u8 {
+            raw_send(
+                kept.as_fd(),
+                &[i; 32],
+                &[read_end.as_fd(), read_end.as_fd()],
+            )
+            .expect("send");
+        }
+        raw_send(kept.as_fd(), b"ready to die", &[]).expect("send");
+        // Never read what the server sends; wait to be killed.
+        std::thread::sleep(common::HANG * 2);
+        std::process::exit(1);
+    }
+    run(|| async {
+        let (address, bound) = make_bound_socket()?;
+        let mut victim = start(TEST, "victim", address.as_fd(), None)?;
+        let connection = bounded("accept", bound.accept()).await??;
+        // Queue messages with descriptors towards the peer, which never reads them.
+        let (read_end, _write_end) = common::pipe();
+        for _ in 0..5 {
+            connection
+                .send(
+                    b"unread",
+                    &[read_end.as_fd(), read_end.as_fd(), read_end.as_fd()],
+                )
+                .await?;
+        }
+        // Wait until everything the peer sends is queued, then kill -9 it.
+        let mut received = Vec::new();
+        loop {
+            let message = bounded("recv", connection.recv())
+                .await??
+                .ok_or_else(|| fail("closed early"))?;
+            if &message.data[..] == b"ready to die" {
+                break;
+            }
+            received.push(message);
+        }
+        victim.kill()?;
+        victim.wait()?;
+        ensure(
+            received.len() == 5 && received.iter().all(|m| m.fds.len() == 2),
+            "queued messages arrived whole",
+        )?;
+        drop(received);
+        // The peer died with our messages unread: Linux reports that once, as
+        // ConnectionReset, then end of stream.
+        let err = bounded("recv after the kill", connection.recv())
+            .await?
+            .err()
+            .ok_or_else(|| fail("no reset reported"))?;
+        ensure(err.kind() == ErrorKind::ConnectionReset, format!("{err:?}"))?;
+        let end = bounded("recv after the reset", connection.recv()).await??;
+        ensure(end.is_none(), "end of stream")?;
+        let err = connection
+            .send(b"anyone?", &[])
+            .await
+            .err()
+            .ok_or_else(|| fail("send to the dead"))?;
+        ensure(err.kind() == ErrorKind::BrokenPipe, format!("{err:?}"))?;
+        drop(connection);
+        // The descriptors queued towards the dead peer were released: `run`
+        // checks that this process's descriptor set is back to its baseline.
+        still_served(&address, &bound).await
+    });
+}
+
+#[test]
+fn a_server_that_never_accepts_pushes_back_and_too_many_refs_is_the_clients_error() {
+    const TEST: &str =
+        "a_server_that_never_accepts_pushes_back_and_too_many_refs_is_the_clients_error";
+    if child_role().is_some() {
+        // An unprivileged client (the in-flight limit does not bind root) with a
+        // small descriptor limit.
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        if nix::unistd::geteuid().is_root() {
+            let group = nix::unistd::Gid::from_raw(65534);
+            nix::unistd::setgroups(&[]).expect("setgroups");
+            nix::unistd::setresgid(group, group, group).expect("setresgid");
+            nix::unistd::setresuid(nobody, nobody, nobody).expect("setresuid");
+        }
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 64, 64)
+            .expect("setrlimit");
+        child_main(|| async {
+            let address = SocketAddress::try_from(inherited(handoff::ADDRESS))?;
+            let control = ConnectedSocket::try_from(inherited("control"))?;
+            // Keep a few connections open to see them end later; drop the rest, so
+            // only descriptors in flight grow.
+            let mut waiting = Vec::new();
+            let mut connects = 0usize;
+            let err = loop {
+                match tokio::time::timeout(common::HANG, address.connect()).await {
+                    Ok(Ok(connection)) => {
+                        connects += 1;
+                        if waiting.len() < 5 {
+                            waiting.push(connection);
+                        }
+                    }
+                    Ok(Err(err)) => break err,
+                    Err(_) => return Err(fail("connect blocked instead of failing")),
+                }
+            };
+            ensure(
+                err.to_string().contains("ETOOMANYREFS"),
+                format!("after {connects} connects: {err}"),
+            )?;
+            control.send(connects.to_string().as_bytes(), &[]).await?;
+            // The server drops its bound socket now: every waiting client learns it.
+            control.recv().await?;
+            for connection in &waiting {
+                ensure(
+                    bounded("orphan", connection.recv()).await??.is_none(),
+                    "the queued connection ended",
+                )?;
+            }
+            Ok(())
+        });
+    }
+    run(|| async {
+        let (address, bound) = make_bound_socket()?;
+        let (control, control_peer) = ConnectedSocket::pair()?;
+        let rss_before = rss_bytes();
+        let client = start(TEST, "client", address.as_fd(), Some(control_peer.as_fd()))?;
+        drop(control_peer);
+        let report = bounded("the client's report", control.recv())
+            .await??
+            .ok_or_else(|| fail("client died"))?;
+        let connects: usize = String::from_utf8_lossy(&report.data)
+            .parse()
+            .map_err(io::Error::other)?;
+        ensure(
+            connects >= 60,
+            format!("the limit came after {connects} connects"),
+        )?;
+        // The server read nothing and holds nothing more in user space.
+        let grown = rss_bytes().saturating_sub(rss_before);
+        ensure(
+            grown < 16 << 20,
+            format!("server memory grew by {grown} bytes"),
+        )?;
+        drop(bound);
+        control.send(b"dropped", &[]).await?;
+        wait(client).await
+    });
+}
+
+#[test]
+fn a_flood_of_100000_requests_from_several_processes_against_a_slow_acceptor() {
+    const TEST: &str = "a_flood_of_100000_requests_from_several_processes_against_a_slow_acceptor";
+    if child_role().is_some() {
+        let address = inherited(handoff::ADDRESS);
+        for i in 0..FLOOD_REQUESTS / FLOOD_PROCESSES {
+            let kept = raw_connect(address.as_fd()).expect("connect");
+            raw_send(kept.as_fd(), &(i as u32).to_ne_bytes(), &[]).expect("send");
+            let (reply, _) = raw_recv(kept.as_fd(), 16).expect("reply");
+            assert_eq!(
+                reply,
+                (i as u32).to_ne_bytes(),
+                "every accepted connection works"
+            );
+        }
+        std::process::exit(common::CHILD_OK);
+    }
+    run(|| async {
+        let (address, bound) = make_bound_socket()?;
+        let rss_before = rss_bytes();
+        let flooders: Vec<Child> = (0..FLOOD_PROCESSES)
+            .map(|_| start(TEST, "flooder", address.as_fd(), None))
+            .collect::<io::Result<_>>()?;
+        for served in 0..FLOOD_REQUESTS {
+            let connection = bounded("accept", bound.accept()).await??;
+            let message = connection.recv().await?.ok_or_else(|| fail("closed"))?;
+            connection.send(&message.data, &[]).await?;
+            if served % 5000 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await; // a slow acceptor
+            }
+        }
+        for flooder in flooders {
+            wait(flooder).await?;
+        }
+        let grown = rss_bytes().saturating_sub(rss_before);
+        ensure(
+            grown < 32 << 20,
+            format!("server memory grew by {grown} bytes over the flood"),
+        )?;
+        still_served(&address, &bound).await
+    });
+}
+
+#[test]
+fn ten_thousand_connections_at_once_exchanging_descriptors_on_a_multi_thread_runtime() {
+    const TEST: &str =
+        "ten_thousand_connections_at_once_exchanging_descriptors_on_a_multi_thread_runtime";
+    if child_role().is_some() {
+        child_main(|| async {
+            let address = SocketAddress::try_from(inherited(handoff::ADDRESS))?;
+            let control = ConnectedSocket::try_from(inherited("control"))?;
+            let (read_end, _write_end) = common::pipe();
+            let mut connections = Vec::new();
+            for _ in 0..LOAD_CONNECTIONS / LOAD_PROCESSES {
+                connections.push(address.connect().await?);
+            }
+            // Wait until every process has all its connections open.
+            control.send(b"connected", &[]).await?;
+            bounded("go", control.recv())
+                .await??
+                .ok_or_else(|| fail("server gone"))?;
+            // All open at once; now every one exchanges a message with a descriptor.
+            for (i, connection) in connections.iter().enumerate() {
+                connection
+                    .send(&(i as u32).to_ne_bytes(), &[read_end.as_fd()])
+                    .await?;
+            }
+            for (i, connection) in connections.iter().enumerate() {
+                let echo = bounded("echo", connection.recv())
+                    .await??
+                    .ok_or_else(|| fail("closed"))?;
+                ensure(echo.data[..] == (i as u32).to_ne_bytes(), "echo")?;
+                ensure(
+                    echo.fds.len() == 1 && common::inode(&echo.fds[0]) == common::inode(&read_end),
+                    "same pipe",
+                )?;
+            }
+            Ok(())
+        });
+    }
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
+        .expect("raise to hard");
+    common::run_multi_thread(|| async {
+        let (address, bound) = make_bound_socket()?;
+        let mut clients = Vec::new();
+        let mut controls = Vec::new();
+        for _ in 0..LOAD_PROCESSES {
+            let (control, control_peer) = ConnectedSocket::pair()?;
+            clients.push(start(
+                TEST,
+                "client",
+                address.as_fd(),
+                Some(control_peer.as_fd()),
+            )?);
+            controls.push(control);
+        }
+        let open = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let mut handlers = Vec::new();
+        for _ in 0..LOAD_CONNECTIONS {
+            let connection = bounded("accept", bound.accept()).await??;
+            let (open, peak) = (Arc::clone(&open), Arc::clone(&peak));
+            let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            handlers.push(tokio::spawn(async move {
+                while let Some(message) = connection.recv().await? {
+                    let fds: Vec<BorrowedFd<'_>> =
+                        message.fds.iter().map(|fd| fd.as_fd()).collect();
+                    connection.send(&message.data, &fds).await?;
+                }
+                open.fetch_sub(1, Ordering::SeqCst);
+                io::Result::Ok(())
+            }));
+        }
+        for control in &controls {
+            bounded("connected", control.recv())
+                .await??
+                .ok_or_else(|| fail("client died"))?;
+        }
+        let all_open = open.load(Ordering::SeqCst);
+        for control in &controls {
+            control.send(b"go", &[]).await?;
+        }
+        for client in clients {
+            wait(client).await?;
+        }
+        for handler in handlers {
+            bounded("handler", handler)
+                .await?
+                .map_err(io::Error::other)??;
+        }
+        let peak = peak.load(Ordering::SeqCst);
+        ensure(
+            peak == LOAD_CONNECTIONS,
+            format!("{peak} connections were open at once"),
+        )?;
+        still_served(&address, &bound).await
+    });
+}
