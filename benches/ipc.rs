@@ -611,7 +611,7 @@ fn round_trip_two_threads_pinned(settings: &Settings, fd_count: usize, echo_cpu:
         start.elapsed()
     });
     let title = format!(
-        "64-byte round trip with {fd_count} fd(s), echo peer on another thread (CPU 0 <-> CPU 1)"
+        "64-byte round trip with {fd_count} fd(s), echo peer on another thread (CPU 0 <-> CPU {echo_cpu})"
     );
     let results = compare(settings, &title, "round trip", vec![imc, seqpacket, raw]);
     target(

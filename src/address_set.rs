@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::request::{self, Verdict};
-use crate::sys::{self, LazyIo, OwnsFd};
+use crate::sys::{self, LazyIo};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
@@ -65,8 +65,6 @@ impl AsFd for EpollSet {
         self.0 .0.as_fd()
     }
 }
-
-impl OwnsFd for EpollSet {}
 
 /// A member's bound end: the original is owned by the `BoundSocket` itself.
 enum Member {

@@ -55,26 +55,38 @@ thread_local! {
 /// # Ok(()) }
 /// ```
 pub struct ConnectedSocket {
-    io: LazyIo<OwnedFd>,
+    io: LazyIo<Endpoint>,
+}
+
+/// The socket and what the connection knows about itself, kept together so the
+/// id fills the padding after the descriptor (a connection is 48 bytes).
+pub(crate) struct Endpoint {
+    fd: OwnedFd,
     /// The address an accepted connection came through.
     address_id: Option<AddressId>,
+}
+
+impl AsFd for Endpoint {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 impl ConnectedSocket {
     /// Wraps a descriptor already known to be a connected, close-on-exec,
     /// non-blocking `AF_UNIX` `SOCK_SEQPACKET` socket.
     pub(crate) fn from_checked(fd: OwnedFd) -> Self {
-        ConnectedSocket {
-            io: LazyIo::new(fd),
-            address_id: None,
-        }
+        Self::with_address_id(fd, None)
     }
 
     /// A connection accepted through the address `id`.
     pub(crate) fn accepted(fd: OwnedFd, id: AddressId) -> Self {
+        Self::with_address_id(fd, Some(id))
+    }
+
+    fn with_address_id(fd: OwnedFd, address_id: Option<AddressId>) -> Self {
         ConnectedSocket {
-            io: LazyIo::new(fd),
-            address_id: Some(id),
+            io: LazyIo::new(Endpoint { fd, address_id }),
         }
     }
 
@@ -83,7 +95,7 @@ impl ConnectedSocket {
     /// per-holder policy. `None` for connections from [`pair`](Self::pair),
     /// [`SocketAddress::connect`](crate::SocketAddress::connect) or a descriptor.
     pub fn address_id(&self) -> Option<AddressId> {
-        self.address_id
+        self.io.get_ref().address_id
     }
 
     /// Creates a connected pair, as `socketpair(AF_UNIX, SOCK_SEQPACKET)` does.
@@ -327,7 +339,7 @@ impl AsRawFd for ConnectedSocket {
 
 impl From<ConnectedSocket> for OwnedFd {
     fn from(socket: ConnectedSocket) -> OwnedFd {
-        socket.io.into_inner()
+        socket.io.into_inner().fd
     }
 }
 

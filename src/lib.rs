@@ -47,6 +47,9 @@ pub mod blocking;
 mod bound;
 mod connection;
 mod credentials;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handoff;
 mod message;
 mod request;

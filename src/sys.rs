@@ -236,9 +236,25 @@ pub fn recv_request(socket: BorrowedFd<'_>) -> io::Result<(Option<u8>, Received)
 
 /// Types that own exactly one open descriptor for as long as they live, and always
 /// report it from `as_fd`: what [`LazyIo`] can register.
-pub trait OwnsFd: AsFd {}
+///
+/// # Safety
+///
+/// [`LazyIo`] registers the number `as_fd` returns and relies on it staying open,
+/// and the same, until the owner is dropped. An implementation that returned
+/// another descriptor, or let it be closed or replaced, would leave the reactor
+/// watching a number that may be reused.
+pub unsafe trait OwnsFd: AsFd {}
 
-impl OwnsFd for OwnedFd {}
+// SAFETY: an `OwnedFd` closes its descriptor only when dropped and never changes it.
+unsafe impl OwnsFd for OwnedFd {}
+
+// SAFETY: `Endpoint` owns its `OwnedFd` (a private field never replaced) and returns
+// it from `as_fd`.
+unsafe impl OwnsFd for crate::connection::Endpoint {}
+
+// SAFETY: `EpollSet` owns the epoll instance's `OwnedFd` (a private field never
+// replaced) and returns it from `as_fd`.
+unsafe impl OwnsFd for crate::address_set::EpollSet {}
 
 /// The number of a descriptor that a [`LazyIo`] owns, as registered with Tokio.
 #[derive(Debug)]

@@ -109,3 +109,51 @@ fn peer_credentials_of_a_pair_name_this_process() {
         ensure(credentials.gid == nix::unistd::getegid().as_raw(), "gid")
     });
 }
+
+#[test]
+fn peer_credentials_name_who_created_the_pair_not_who_sent_the_request() {
+    const TEST: &str = "peer_credentials_name_who_created_the_pair_not_who_sent_the_request";
+    if common::child_role().is_some() {
+        // The child makes a seqpacket pair and hands one end to the parent, which
+        // sends it through the address as its own connect request.
+        common::child_main(|| async {
+            let control = ConnectedSocket::from_env_named("control")?;
+            let (kept, sent) = common::raw_pair(nix::sys::socket::SockType::SeqPacket);
+            control.send(b"an end for you", &[sent.as_fd()]).await?;
+            drop(sent);
+            common::bounded("done", control.recv()).await??;
+            drop(kept);
+            Ok(())
+        });
+    }
+    run(|| async {
+        let (address, bound) = make_bound_socket()?;
+        let (control, control_peer) = ConnectedSocket::pair()?;
+        let mut command = common::child(TEST, "creator");
+        tokio_imc::handoff::pass(&mut command, &[("control", control_peer.as_fd())])?;
+        let creator = command.spawn()?;
+        drop((command, control_peer));
+        let mut message = common::bounded("the end", control.recv())
+            .await??
+            .ok_or_else(|| fail("closed"))?;
+        let end = message.fds.remove(0);
+        // This process sends the request...
+        common::raw_send(address.as_fd(), b"c", &[end.as_fd()])?;
+        drop(end);
+        let connection = common::bounded("accept", bound.accept()).await??;
+        // ...but the credentials name the process that created the pair.
+        let credentials = connection.peer_credentials()?;
+        ensure(
+            credentials.pid == creator.id() as i32,
+            format!("{credentials:?}, creator {}", creator.id()),
+        )?;
+        ensure(
+            credentials.pid != std::process::id() as i32,
+            "not the sender",
+        )?;
+        control.send(b"done", &[]).await?;
+        tokio::task::spawn_blocking(move || common::expect_success(creator))
+            .await
+            .map_err(io::Error::other)
+    });
+}
