@@ -488,10 +488,16 @@ fn ten_thousand_connections_at_once_exchanging_descriptors_on_a_multi_thread_run
                 .await?
                 .map_err(io::Error::other)??;
         }
+        // Every connection was accepted and still open when the clients were told
+        // to go: all of them open at once.
+        ensure(
+            all_open == LOAD_CONNECTIONS,
+            format!("{all_open} connections were open at once"),
+        )?;
         let peak = peak.load(Ordering::SeqCst);
         ensure(
             peak == LOAD_CONNECTIONS,
-            format!("{peak} connections were open at once"),
+            format!("peak of {peak} open connections"),
         )?;
         still_served(&address, &bound).await
     });
