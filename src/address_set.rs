@@ -18,7 +18,6 @@ use std::sync::{Mutex, MutexGuard};
 use crate::request::{self, Verdict};
 use crate::sys::{self, LazyIo};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
 /// Names one address of a [`BoundSocket`](crate::BoundSocket): the original one or
 /// a minted one. Unique within the process.
@@ -110,12 +109,7 @@ impl AddressSet {
 
     /// Makes a new bound pair, adds its bound end, and returns the address end.
     pub fn mint(&self) -> io::Result<(AddressId, OwnedFd)> {
-        let (address, bound) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        )?;
+        let (address, bound) = crate::bound::stream_pair()?;
         let id = AddressId::next()?;
         let mut members = self.members();
         self.io.get_ref().0.add(

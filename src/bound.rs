@@ -48,16 +48,23 @@ use crate::{validate, ConnectedSocket, SocketAddress};
 /// # Ok(()) }
 /// ```
 pub fn make_bound_socket() -> io::Result<(SocketAddress, BoundSocket)> {
-    let (address, bound) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-    )?;
+    let (address, bound) = stream_pair()?;
     Ok((
         SocketAddress::from_checked(address),
         BoundSocket::from_checked(bound)?,
     ))
+}
+
+/// `socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK)`: an address
+/// end and a bound end.
+pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+    .map_err(io::Error::from)
 }
 
 /// The server end of a bound pair: [`accept`](Self::accept) receives the

@@ -26,6 +26,34 @@ async fn fill_queue(
     }
 }
 
+/// A connect to a dropped server and a send to a closed peer: both errors, neither
+/// a SIGPIPE.
+async fn refused_and_broken_pipe() -> io::Result<()> {
+    let (address, bound) = make_bound_socket()?;
+    drop(bound);
+    let err = address
+        .connect()
+        .await
+        .err()
+        .ok_or_else(|| fail("connect succeeded"))?;
+    ensure(
+        err.kind() == ErrorKind::ConnectionRefused,
+        format!("{err:?}"),
+    )?;
+    ensure(
+        err.to_string().contains("leads to no server"),
+        err.to_string(),
+    )?;
+    let (a, b) = ConnectedSocket::pair()?;
+    drop(b);
+    let err = a
+        .send(b"x", &[])
+        .await
+        .err()
+        .ok_or_else(|| fail("send succeeded"))?;
+    ensure(err.kind() == ErrorKind::BrokenPipe, format!("{err:?}"))
+}
+
 #[test]
 fn connect_to_a_closed_server_is_refused_without_sigpipe() {
     const TEST: &str = "connect_to_a_closed_server_is_refused_without_sigpipe";
@@ -40,27 +68,7 @@ fn connect_to_a_closed_server_is_refused_without_sigpipe() {
             )
         }
         .expect("reset SIGPIPE");
-        child_main(|| async {
-            let (address, bound) = make_bound_socket()?;
-            drop(bound);
-            let err = address
-                .connect()
-                .await
-                .err()
-                .ok_or_else(|| fail("connect succeeded"))?;
-            ensure(
-                err.kind() == ErrorKind::ConnectionRefused,
-                format!("{err:?}"),
-            )?;
-            let (a, b) = ConnectedSocket::pair()?;
-            drop(b);
-            let err = a
-                .send(b"x", &[])
-                .await
-                .err()
-                .ok_or_else(|| fail("send succeeded"))?;
-            ensure(err.kind() == ErrorKind::BrokenPipe, format!("{err:?}"))
-        });
+        child_main(refused_and_broken_pipe);
     }
     // Spawned inside `run`, like every descriptor change, so it cannot disturb
     // another test's before/after comparison.
@@ -73,23 +81,7 @@ fn connect_to_a_closed_server_is_refused_without_sigpipe() {
             format!("child: {status} (killed by SIGPIPE would show signal 13)"),
         )
     });
-    run(|| async {
-        let (address, bound) = make_bound_socket()?;
-        drop(bound);
-        let err = address
-            .connect()
-            .await
-            .err()
-            .ok_or_else(|| fail("connect succeeded"))?;
-        ensure(
-            err.kind() == ErrorKind::ConnectionRefused,
-            format!("{err:?}"),
-        )?;
-        ensure(
-            err.to_string().contains("leads to no server"),
-            err.to_string(),
-        )
-    });
+    run(refused_and_broken_pipe);
 }
 
 #[test]
