@@ -4,7 +4,7 @@ use std::io;
 use std::time::Duration;
 
 use super::conversions::blocking_wrapper;
-use super::runtime::{block_on, block_on_timeout, register};
+use super::runtime::{block_on, block_on_timeout};
 use super::ConnectedSocket;
 
 /// The blocking twin of [`crate::SocketAddress`].
@@ -31,7 +31,7 @@ impl SocketAddress {
 
     /// Duplicates the address.
     pub fn try_clone(&self) -> io::Result<SocketAddress> {
-        let inner = register(|| self.inner.try_clone())?;
+        let inner = self.inner.try_clone()?;
         Ok(SocketAddress { inner })
     }
 
@@ -42,7 +42,7 @@ impl SocketAddress {
 
     /// Takes the address a parent passed under `name`.
     pub fn from_env_named(name: &str) -> io::Result<SocketAddress> {
-        let inner = register(|| crate::SocketAddress::from_env_named(name))?;
+        let inner = crate::SocketAddress::from_env_named(name)?;
         Ok(SocketAddress { inner })
     }
 }

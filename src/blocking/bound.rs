@@ -4,7 +4,7 @@ use std::io;
 use std::time::Duration;
 
 use super::conversions::blocking_wrapper;
-use super::runtime::{block_on, block_on_timeout, register};
+use super::runtime::{block_on, block_on_timeout};
 use super::{ConnectedSocket, SocketAddress};
 use crate::AddressId;
 
@@ -33,7 +33,7 @@ impl BoundSocket {
     /// Mints an address of its own for one holder; see
     /// [`crate::BoundSocket::mint_address`].
     pub fn mint_address(&self) -> io::Result<(AddressId, SocketAddress)> {
-        let (id, inner) = register(|| self.inner.mint_address())?;
+        let (id, inner) = self.inner.mint_address()?;
         Ok((id, SocketAddress { inner }))
     }
 

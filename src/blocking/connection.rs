@@ -6,7 +6,7 @@ use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use super::conversions::blocking_wrapper;
-use super::runtime::{block_on, block_on_timeout, register};
+use super::runtime::{block_on, block_on_timeout};
 use crate::{AddressId, Credentials, Message};
 
 /// The blocking twin of [`crate::ConnectedSocket`].
@@ -19,7 +19,7 @@ blocking_wrapper!(ConnectedSocket, crate::ConnectedSocket);
 impl ConnectedSocket {
     /// Creates a connected pair.
     pub fn pair() -> io::Result<(ConnectedSocket, ConnectedSocket)> {
-        let (a, b) = register(crate::ConnectedSocket::pair)?;
+        let (a, b) = crate::ConnectedSocket::pair()?;
         Ok((ConnectedSocket { inner: a }, ConnectedSocket { inner: b }))
     }
 
@@ -59,7 +59,7 @@ impl ConnectedSocket {
 
     /// Takes the connection a parent passed under `name` (see [`crate::handoff`]).
     pub fn from_env_named(name: &str) -> io::Result<ConnectedSocket> {
-        let inner = register(|| crate::ConnectedSocket::from_env_named(name))?;
+        let inner = crate::ConnectedSocket::from_env_named(name)?;
         Ok(ConnectedSocket { inner })
     }
 }

@@ -1,8 +1,8 @@
 //! The conversions every blocking type shares with its async twin.
 
 /// Implements `Debug`, `AsFd`, `AsRawFd`, `From<$blocking> for OwnedFd`,
-/// `TryFrom<OwnedFd>`, `From<$blocking> for $async` style `into_async`, and
-/// `from_async`, for a blocking wrapper `$blocking { inner: $async }`.
+/// `TryFrom<OwnedFd>`, `into_async` and `from_async` for a blocking wrapper
+/// `$blocking { inner: $async }`.
 macro_rules! blocking_wrapper {
     ($blocking:ident, $async:ty) => {
         impl std::fmt::Debug for $blocking {
@@ -34,23 +34,25 @@ macro_rules! blocking_wrapper {
         impl TryFrom<std::os::fd::OwnedFd> for $blocking {
             type Error = std::io::Error;
 
-            /// Validates the descriptor as the async type does, and registers it
-            /// with the blocking runtime. Works with or without a runtime.
+            /// Validates the descriptor as the async type does. Works with or
+            /// without a runtime.
             fn try_from(fd: std::os::fd::OwnedFd) -> std::io::Result<Self> {
-                let inner = crate::blocking::runtime::register(|| <$async>::try_from(fd))?;
-                Ok($blocking { inner })
+                Ok($blocking {
+                    inner: <$async>::try_from(fd)?,
+                })
             }
         }
 
         impl $blocking {
-            /// Turns this into the async type, registered with the current Tokio
-            /// runtime (call it inside one).
+            /// Turns this into the async type, which registers with the runtime it
+            /// first waits in.
             pub fn into_async(self) -> std::io::Result<$async> {
                 <$async>::try_from(std::os::fd::OwnedFd::from(self.inner))
             }
 
-            /// Turns an async object into this blocking one (re-registered with the
-            /// blocking runtime). Works inside or outside a runtime.
+            /// Turns an async object into this blocking one, which registers with
+            /// the blocking runtime when it first waits. Works inside or outside a
+            /// runtime.
             pub fn from_async(value: $async) -> std::io::Result<Self> {
                 Self::try_from(std::os::fd::OwnedFd::from(value))
             }

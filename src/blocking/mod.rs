@@ -45,7 +45,7 @@ pub use connection::ConnectedSocket;
 
 /// Makes a bound socket and its address; see [`crate::make_bound_socket`].
 pub fn make_bound_socket() -> io::Result<(SocketAddress, BoundSocket)> {
-    let (address, bound) = runtime::register(crate::make_bound_socket)?;
+    let (address, bound) = crate::make_bound_socket()?;
     Ok((
         SocketAddress { inner: address },
         BoundSocket { inner: bound },

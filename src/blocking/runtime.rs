@@ -65,9 +65,3 @@ pub fn block_on_timeout<T>(
         )
     })?
 }
-
-/// Runs `make` (which registers descriptors) inside the shared runtime's context.
-pub fn register<T>(make: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
-    let _context = shared()?.enter();
-    make()
-}
