@@ -43,8 +43,11 @@ fn serial() -> MutexGuard<'static, ()> {
             .build()
             .expect("build runtime");
         runtime.block_on(async {});
-        // The blocking facade's process-wide runtime, likewise kept from first use.
-        drop(tokio_imc::blocking::ConnectedSocket::pair().expect("blocking runtime"));
+        // The blocking facade's process-wide runtime, likewise kept from its first
+        // blocking call.
+        let (a, b) = tokio_imc::blocking::ConnectedSocket::pair().expect("pair");
+        a.send(b"warm up", &[]).expect("blocking send");
+        b.recv().expect("blocking recv");
     });
     guard
 }
