@@ -114,7 +114,8 @@ fn check_name(name: &str) -> io::Result<()> {
 ///
 /// `NotFound` when the variable or the name is missing (or was already taken) or
 /// the number is not an open descriptor; `InvalidData` when the variable is
-/// malformed.
+/// malformed, or names a descriptor that was not inherited (one this process
+/// opened itself, which is then left alone).
 pub fn take(name: &str) -> io::Result<OwnedFd> {
     let _guard = ENV_LOCK
         .lock()

@@ -398,21 +398,42 @@ pub fn keep_across_exec(command: &mut std::process::Command, fds: Vec<OwnedFd>) 
 }
 
 /// Takes ownership of descriptor `number` that our parent passed us, after checking
-/// that it is open.
+/// that it is open and really was inherited.
+///
+/// A descriptor that survived `exec` has `FD_CLOEXEC` clear; everything this
+/// process opened itself (Rust's standard library, Tokio and this crate all open
+/// close-on-exec) has it set. So a close-on-exec number is refused, untouched: a
+/// stale or forged variable cannot make us take, and later close, a descriptor
+/// that something else in this process owns.
 ///
 /// The caller guarantees that nothing else in this process owns `number`:
 /// [`crate::handoff`] hands each inherited number out once, and removes it from the
 /// environment under a lock before calling this.
 pub fn adopt_inherited(number: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_GETFD reads descriptor flags; it touches no memory.
-    if number < 0 || unsafe { libc::fcntl(number, libc::F_GETFD) } == -1 {
+    let flags = if number < 0 {
+        -1
+    } else {
+        unsafe { libc::fcntl(number, libc::F_GETFD) }
+    };
+    if flags == -1 {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
             format!("inherited descriptor {number} is not open in this process"),
         ));
     }
-    // SAFETY: the descriptor is open (checked above) and, by this function's
-    // contract, handed out once, so this `OwnedFd` is its only owner.
+    if flags & libc::FD_CLOEXEC != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "descriptor {number} was not inherited (it is close-on-exec, so this process \
+                 opened it): the variable naming it is stale; it was left alone"
+            ),
+        ));
+    }
+    // SAFETY: the descriptor is open, was inherited across exec (checked above),
+    // and by this function's contract is handed out once, so this `OwnedFd` is its
+    // only owner.
     Ok(unsafe { OwnedFd::from_raw_fd(number) })
 }
 

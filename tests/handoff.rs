@@ -36,6 +36,26 @@ async fn child_case(role: &str) -> io::Result<()> {
                 format!("{err:?}"),
             )
         }
+        "stale" => {
+            // The variable names a descriptor this process opened itself (close-on-
+            // exec, like everything Rust opens): it is refused and left open.
+            let file = std::fs::File::open("/dev/null")?;
+            let number = file.as_raw_fd();
+            std::env::set_var(handoff::ENV_VAR, format!("address={number}"));
+            let err = SocketAddress::from_env()
+                .err()
+                .ok_or_else(|| fail("a stale number was taken"))?;
+            ensure(
+                err.kind() == ErrorKind::InvalidData && err.to_string().contains("not inherited"),
+                format!("{err:?}"),
+            )?;
+            ensure(
+                common::open_fds().contains_key(&number),
+                "the descriptor was left alone",
+            )?;
+            drop(file);
+            Ok(())
+        }
         "wrong-name" => {
             let err = SocketAddress::from_env()
                 .err()
