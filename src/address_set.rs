@@ -15,6 +15,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use crate::peer_warning::peer_warn;
 use crate::request::{self, Verdict};
 use crate::sys::{self, LazyIo};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -175,7 +176,7 @@ impl AddressSet {
         match request::judge(received.0, received.1) {
             Verdict::Connect(fd) => Ok(Some(Outcome::Connection(fd, id))),
             Verdict::Reject(reason) => {
-                tracing::warn!(address = %id, %reason, "dropped a malformed connect request");
+                peer_warn!(address = %id, %reason, "dropped a malformed connect request");
                 Ok(None)
             }
             Verdict::Exhausted(err) => Err(err),

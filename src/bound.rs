@@ -13,6 +13,7 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use tokio::sync::Notify;
 
 use crate::address_set::{AddressId, AddressSet, Outcome};
+use crate::peer_warning::peer_warn;
 use crate::request::{self, Verdict};
 use crate::sys::{self, LazyIo};
 use crate::{validate, ConnectedSocket, SocketAddress};
@@ -186,7 +187,7 @@ impl BoundSocket {
             match request::judge(byte, received) {
                 Verdict::Connect(fd) => return Ok(Some(self.connection(fd, self.id))),
                 Verdict::Reject(reason) => {
-                    tracing::warn!(address = %self.id, %reason, "dropped a malformed connect request");
+                    peer_warn!(address = %self.id, %reason, "dropped a malformed connect request");
                 }
                 Verdict::Exhausted(err) => return Err(err),
                 Verdict::NoAddresses => return Err(no_addresses()),

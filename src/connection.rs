@@ -13,6 +13,7 @@ use tokio::io::Interest;
 use tokio_seqpacket::UnixSeqpacket;
 
 use crate::ancillary::{too_many_fds, MAX_FDS_PER_MESSAGE};
+use crate::peer_warning::peer_warn;
 use crate::sys::{self, LazyIo, Received};
 use crate::{validate, AddressId, Credentials, Message};
 
@@ -207,7 +208,7 @@ impl ConnectedSocket {
                     return Ok(Some(len));
                 }
                 None if sys::read_hung_up(self.io.fd())? => return Ok(None),
-                None => tracing::warn!(
+                None => peer_warn!(
                     fd = self.as_raw_fd(),
                     "skipped an empty record from a connected peer"
                 ),
@@ -224,7 +225,7 @@ impl ConnectedSocket {
         data: &mut BytesMut,
     ) -> io::Result<Option<Vec<OwnedFd>>> {
         if received.stray_fds > 0 || received.other_records > 0 || received.malformed_control {
-            tracing::warn!(
+            peer_warn!(
                 fd = self.as_raw_fd(),
                 stray_fds = received.stray_fds,
                 other_records = received.other_records,

@@ -52,6 +52,7 @@ mod credentials;
 pub mod fuzzing;
 pub mod handoff;
 mod message;
+mod peer_warning;
 mod request;
 mod runtime;
 mod sys;
