@@ -80,6 +80,14 @@ impl SocketAddress {
         Ok(ConnectedSocket::from_checked(kept))
     }
 
+    /// The same address, deregistered from its reactor (for moving between the
+    /// blocking facade and async code).
+    pub(crate) fn unregistered(self) -> Self {
+        SocketAddress {
+            io: self.io.unregistered(),
+        }
+    }
+
     /// Duplicates the address (`F_DUPFD_CLOEXEC`); the copy connects to the same
     /// bound socket.
     pub fn try_clone(&self) -> io::Result<SocketAddress> {

@@ -108,6 +108,14 @@ impl AddressSet {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The same set, deregistered from its reactor.
+    pub fn unregistered(self) -> Self {
+        AddressSet {
+            io: self.io.unregistered(),
+            members: self.members,
+        }
+    }
+
     /// Makes a new bound pair, adds its bound end, and returns the address end.
     pub fn mint(&self) -> io::Result<(AddressId, OwnedFd)> {
         let (address, bound) = crate::bound::stream_pair()?;
@@ -123,20 +131,15 @@ impl AddressSet {
 
     /// Removes a member; a minted one's bound end is closed, which drops its queued
     /// requests (their clients see their connections end) and refuses its holders'
-    /// later connects. Returns whether it was the original.
-    pub fn remove(&self, id: AddressId, original: BorrowedFd<'_>) -> io::Result<bool> {
+    /// later connects.
+    pub fn remove(&self, id: AddressId, original: BorrowedFd<'_>) -> io::Result<()> {
         let member = self.members().remove(&id).ok_or_else(|| unknown(id))?;
         let epoll = &self.io.get_ref().0;
         match member {
-            Member::Original => {
-                epoll.delete(original)?;
-                Ok(true)
-            }
-            Member::Minted(bound) => {
-                epoll.delete(&bound)?;
-                Ok(false)
-            }
+            Member::Original => epoll.delete(original)?,
+            Member::Minted(bound) => epoll.delete(&bound)?,
         }
+        Ok(())
     }
 
     /// Whether any address is left.

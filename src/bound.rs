@@ -223,6 +223,29 @@ impl BoundSocket {
         }
     }
 
+    /// The same bound socket (ids, minted addresses and all), deregistered from
+    /// its reactor (for moving between the blocking facade and async code).
+    pub(crate) fn unregistered(self) -> Self {
+        let BoundSocket {
+            io,
+            id,
+            set,
+            original_revoked,
+            ..
+        } = self;
+        let moved = OnceLock::new();
+        if let Some(set) = set.into_inner() {
+            let _ = moved.set(set.unregistered());
+        }
+        BoundSocket {
+            io: io.unregistered(),
+            id,
+            set: moved,
+            set_made: Notify::new(),
+            original_revoked,
+        }
+    }
+
     fn connection(&self, fd: OwnedFd, id: AddressId) -> ConnectedSocket {
         tracing::debug!(address = %id, connection = fd.as_raw_fd(), "accepted");
         ConnectedSocket::accepted(fd, id)
@@ -279,7 +302,7 @@ impl BoundSocket {
             return self.revoke_original();
         }
         match self.set.get() {
-            Some(set) => set.remove(id, self.io.fd()).map(drop),
+            Some(set) => set.remove(id, self.io.fd()),
             None => Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("address {id} was never minted by this bound socket"),
@@ -339,6 +362,7 @@ impl AsRawFd for BoundSocket {
 }
 
 impl From<BoundSocket> for OwnedFd {
+    /// The original bound end alone: addresses minted from this socket are revoked.
     fn from(bound: BoundSocket) -> OwnedFd {
         let BoundSocket { io, set, .. } = bound;
         drop(set); // the set refers to the original; it goes first

@@ -91,6 +91,14 @@ impl ConnectedSocket {
         }
     }
 
+    /// The same connection (address id included), deregistered from its reactor
+    /// (for moving between the blocking facade and async code).
+    pub(crate) fn unregistered(self) -> Self {
+        ConnectedSocket {
+            io: self.io.unregistered(),
+        }
+    }
+
     /// The address an accepted connection came through (see
     /// [`BoundSocket::mint_address`](crate::BoundSocket::mint_address)), for
     /// per-holder policy. `None` for connections from [`pair`](Self::pair),

@@ -62,7 +62,11 @@ static ENV_LOCK: Mutex<()> = Mutex::new(());
 /// `InvalidInput` for a bad or repeated name, or when `command` already has
 /// descriptors passed; an OS error when a descriptor cannot be duplicated.
 pub fn pass(command: &mut std::process::Command, fds: &[(&str, BorrowedFd<'_>)]) -> io::Result<()> {
-    if command.get_envs().any(|(key, _)| key == ENV_VAR) {
+    // `get_envs` also lists variables the command removes (with no value).
+    if command
+        .get_envs()
+        .any(|(key, value)| key == ENV_VAR && value.is_some())
+    {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "descriptors were already passed to this command: pass them all in one call",

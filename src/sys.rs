@@ -313,6 +313,12 @@ impl<T: OwnsFd> LazyIo<T> {
         owner
     }
 
+    /// The same owner, deregistered: it registers again, with whichever runtime
+    /// it next waits in.
+    pub fn unregistered(self) -> Self {
+        LazyIo::new(self.into_inner())
+    }
+
     /// Whether the descriptor is registered with a reactor yet.
     pub fn is_registered(&self) -> bool {
         self.registration.get().is_some()

@@ -105,8 +105,8 @@ fn blocking_calls_inside_a_runtime_return_an_error_instead_of_stalling() {
             err.to_string(),
         )?;
         // The way out: convert to the async types.
-        let address = address.into_async()?;
-        let bound = bound.into_async()?;
+        let address = address.into_async();
+        let bound = bound.into_async();
         let (client, server) = tokio::try_join!(address.connect(), bound.accept())?;
         client.send(b"async now", &[]).await?;
         ensure(server.recv().await?.is_some(), "async after conversion")
@@ -184,16 +184,44 @@ fn conversions_to_and_from_descriptors_and_async_types() {
             .enable_all()
             .build()
             .expect("runtime");
+        // A minted address and the ids survive blocking -> async -> blocking.
+        let (minted_id, minted) = bound.mint_address().expect("mint");
+        let original_id = bound.address_id();
+        let queued = minted
+            .connect()
+            .expect("connect through the minted address");
         let bound = runtime.block_on(async {
-            let async_bound = bound.into_async().expect("into_async");
-            blocking::BoundSocket::from_async(async_bound).expect("from_async")
+            let async_bound = bound.into_async();
+            // Accepted (and so registered) in this runtime before going back.
+            let server = tokio::time::timeout(common::HANG, async_bound.accept())
+                .await
+                .expect("the queued request on the minted address survived the conversion")
+                .expect("async accept");
+            assert_eq!(server.address_id(), Some(minted_id));
+            blocking::BoundSocket::from_async(async_bound)
         });
+        drop(queued);
         drop(runtime);
+        assert_eq!(bound.address_id(), original_id);
         let client = address.connect().expect("connect");
         let server = bound.accept().expect("accept");
+        assert_eq!(server.address_id(), Some(original_id));
         client.send(b"x", &[]).expect("send");
         assert!(server.recv().expect("recv").is_some());
         assert!(format!("{server:?}").starts_with("blocking::ConnectedSocket { fd: "));
+        let _minted_client = minted.connect().expect("the minted address still works");
+        let server = bound
+            .accept_timeout(common::HANG)
+            .expect("accept through the minted address");
+        assert_eq!(server.address_id(), Some(minted_id));
+        // A connection keeps its address id through a conversion too.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let server = runtime.block_on(async { server.into_async() });
+        assert_eq!(server.address_id(), Some(minted_id));
+        drop(runtime);
     });
 }
 

@@ -201,6 +201,11 @@ fn handoff_cases() {
         handoff::pass(&mut command, &[(handoff::ADDRESS, address.as_fd())])?;
         expect_success(command.spawn()?);
 
+        // A command that removes the variable has passed nothing yet.
+        let mut command = child(TEST, "unused");
+        command.env_remove(handoff::ENV_VAR);
+        handoff::pass(&mut command, &[("x", address.as_fd())])?;
+
         // Misuse is refused in the parent.
         let mut command = child(TEST, "unused");
         let err = handoff::pass(&mut command, &[("a b", address.as_fd())])

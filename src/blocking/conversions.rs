@@ -44,17 +44,20 @@ macro_rules! blocking_wrapper {
         }
 
         impl $blocking {
-            /// Turns this into the async type, which registers with the runtime it
-            /// first waits in.
-            pub fn into_async(self) -> std::io::Result<$async> {
-                <$async>::try_from(std::os::fd::OwnedFd::from(self.inner))
+            /// Turns this into the async type, the same object (address ids and
+            /// minted addresses kept), which registers with the runtime it first
+            /// waits in.
+            pub fn into_async(self) -> $async {
+                self.inner.unregistered()
             }
 
-            /// Turns an async object into this blocking one, which registers with
-            /// the blocking runtime when it first waits. Works inside or outside a
-            /// runtime.
-            pub fn from_async(value: $async) -> std::io::Result<Self> {
-                Self::try_from(std::os::fd::OwnedFd::from(value))
+            /// Turns an async object into this blocking one, the same object, which
+            /// registers with the blocking runtime when it first waits. Works
+            /// inside or outside a runtime.
+            pub fn from_async(value: $async) -> Self {
+                $blocking {
+                    inner: value.unregistered(),
+                }
             }
         }
     };
