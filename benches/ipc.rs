@@ -138,8 +138,8 @@ fn connect_accept(settings: &Settings) {
     let imc = Side::new("tokio-imc async", |n| {
         timed_async(&rt, async {
             for _ in 0..n {
-                let client = address.connect().await.expect("connect");
-                let server = bound.accept().await.expect("accept");
+                let mut client = address.connect().await.expect("connect");
+                let mut server = bound.accept().await.expect("accept");
                 client.send(b"x", &[]).await.expect("send");
                 server.recv().await.expect("recv");
                 server.send(b"y", &[]).await.expect("send");
@@ -231,8 +231,8 @@ fn connect_accept(settings: &Settings) {
     let facade = Side::new("tokio-imc blocking facade", |n| {
         let start = Instant::now();
         for _ in 0..n {
-            let client = blocking_address.connect().expect("connect");
-            let server = blocking_bound.accept().expect("accept");
+            let mut client = blocking_address.connect().expect("connect");
+            let mut server = blocking_bound.accept().expect("accept");
             client.send(b"x", &[]).expect("send");
             server.recv().expect("recv");
             server.send(b"y", &[]).expect("send");
@@ -365,7 +365,7 @@ fn round_trip_one_thread(settings: &Settings, fd_count: usize) {
     let fds: Vec<BorrowedFd<'_>> = owned.iter().map(|fd| fd.as_fd()).collect();
     let raw_fds: Vec<RawFd> = owned.iter().map(|fd| fd.as_raw_fd()).collect();
 
-    let (a, b) = rt
+    let (mut a, mut b) = rt
         .block_on(async { ConnectedSocket::pair() })
         .expect("pair");
     let imc = Side::new("tokio-imc", |n| {
@@ -495,7 +495,7 @@ fn round_trip_two_threads_pinned(settings: &Settings, fd_count: usize, echo_cpu:
     let imc_echo = std::thread::spawn(move || {
         pin_to(echo_cpu);
         current_thread().block_on(async move {
-            let b = ConnectedSocket::try_from(b).expect("adopt");
+            let mut b = ConnectedSocket::try_from(b).expect("adopt");
             while let Ok(Some(message)) = b.recv().await {
                 let fds: Vec<BorrowedFd<'_>> = message.fds.iter().map(|fd| fd.as_fd()).collect();
                 if b.send(&message.data, &fds).await.is_err() {
@@ -504,7 +504,7 @@ fn round_trip_two_threads_pinned(settings: &Settings, fd_count: usize, echo_cpu:
             }
         })
     });
-    let a = rt
+    let mut a = rt
         .block_on(async { ConnectedSocket::try_from(a) })
         .expect("adopt");
     let imc = Side::new("tokio-imc", |n| {
@@ -656,7 +656,7 @@ fn throughput(settings: &Settings) {
     for size in [64usize, 4096, 65536, max] {
         let rt = current_thread();
         let payload = vec![3u8; size];
-        let (a, b) = rt
+        let (mut a, mut b) = rt
             .block_on(async { ConnectedSocket::pair() })
             .expect("pair");
         let imc = Side::new("tokio-imc recv (a new Bytes per message)", |n| {
@@ -674,11 +674,14 @@ fn throughput(settings: &Settings) {
                 tokio::join!(send, recv);
             })
         });
+        let (mut a2, mut b2) = rt
+            .block_on(async { ConnectedSocket::pair() })
+            .expect("pair");
         let imc_into = Side::new("tokio-imc recv_into (buffer reused)", |n| {
             timed_async(&rt, async {
                 let send = async {
                     for _ in 0..n {
-                        a.send(&payload, &[]).await.expect("send");
+                        a2.send(&payload, &[]).await.expect("send");
                     }
                 };
                 let recv = async {
@@ -686,7 +689,7 @@ fn throughput(settings: &Settings) {
                     let mut fds = Vec::new();
                     for _ in 0..n {
                         data.clear();
-                        b.recv_into(&mut data, &mut fds).await.expect("recv");
+                        b2.recv_into(&mut data, &mut fds).await.expect("recv");
                     }
                 };
                 tokio::join!(send, recv);

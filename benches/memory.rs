@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Counted by a global allocator that tracks live heap bytes, plus the resident
-//! set size from `/proc/self/statm` for what the allocator does not see.
+//! set size from `/proc/self/statm` for what the allocator does not see. Each row
+//! is measured in its own child process.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -68,7 +69,62 @@ fn poll_once_pending<F: std::future::Future>(future: F) -> bool {
     future.as_mut().poll(&mut cx).is_pending()
 }
 
+/// Each case runs in a fresh child process (this binary again, with the case
+/// named in this variable), so one case's freed memory cannot lower the next
+/// one's RSS delta.
+const CASE_VAR: &str = "TOKIO_IMC_MEMORY_CASE";
+
+const CASES: [(&str, &str); 3] = [
+    ("fresh", "tokio_imc::ConnectedSocket"),
+    ("registered", "  ... after a recv waited"),
+    ("tokio", "tokio::net::UnixStream"),
+];
+
 fn main() {
+    if let Ok(case) = std::env::var(CASE_VAR) {
+        let (heap, rss, size) = run_case(&case);
+        println!("RESULT {heap} {rss} {size}");
+        return;
+    }
+    println!("# memory per idle connection ({PAIRS} pairs, both ends in one process; one process per row)");
+    println!(
+        "| {:<28} | {:>14} | {:>16} | {:>12} |",
+        "type", "heap B/socket", "RSS B/socket", "size_of"
+    );
+    println!("|{:-<30}|{:->16}|{:->18}|{:->14}|", "", "", "", "");
+    let mut heaps = Vec::new();
+    for (case, label) in CASES {
+        let output = std::process::Command::new(std::env::current_exe().expect("this binary"))
+            .env(CASE_VAR, case)
+            .output()
+            .expect("run a measuring child");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let result: Vec<f64> = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("RESULT "))
+            .unwrap_or_else(|| panic!("case {case} printed no result: {stdout}"))
+            .split_whitespace()
+            .map(|field| field.parse().expect("a number"))
+            .collect();
+        println!(
+            "| {:<28} | {:>14.0} | {:>16.0} | {:>12} |",
+            label, result[0], result[1], result[2]
+        );
+        heaps.push(result[0]);
+    }
+    let tokio_heap = heaps[2];
+    for (what, ours) in [
+        ("never waited", heaps[0]),
+        ("after a recv waited", heaps[1]),
+    ] {
+        let ratio = ours / tokio_heap;
+        let verdict = if ratio <= 1.0 { "MET" } else { "MISSED" };
+        println!("target: heap per ConnectedSocket ({what}) / per UnixStream: {ratio:.2} (<= 1) {verdict}");
+    }
+}
+
+/// Measures one case: heap bytes, RSS bytes and `size_of` per socket.
+fn run_case(case: &str) -> (f64, f64, usize) {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
@@ -78,61 +134,48 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        // Warm up both paths so one-time allocations (driver slabs, thread-locals)
-        // are not charged to either side.
-        // (the first recv on a thread allocates its 512 KiB overflow buffer, once)
-        let (a, b) = tokio_imc::ConnectedSocket::pair().expect("pair");
+        // Warm up both paths in every case so one-time allocations (driver slabs,
+        // thread-locals, the first recv's 512 KiB overflow buffer) are charged to
+        // none of them.
+        let (mut a, mut b) = tokio_imc::ConnectedSocket::pair().expect("pair");
         a.send(b"warm up", &[]).await.expect("send");
         drop(b.recv().await.expect("recv"));
+        assert!(
+            poll_once_pending(b.recv()),
+            "nothing was sent, so recv waits"
+        );
+        drop((a, b));
         drop(tokio::net::UnixStream::pair());
 
-        println!("# memory per idle connection ({PAIRS} pairs, both ends in this process)");
-        println!(
-            "| {:<28} | {:>14} | {:>16} | {:>12} |",
-            "type", "heap B/socket", "RSS B/socket", "size_of"
-        );
-        println!("|{:-<30}|{:->16}|{:->18}|{:->14}|", "", "", "", "");
-        let (imc_heap, imc_rss, imc) =
-            measure(|| tokio_imc::ConnectedSocket::pair().expect("pair"));
-        println!(
-            "| {:<28} | {:>14.0} | {:>16.0} | {:>12} |",
-            "tokio_imc::ConnectedSocket",
-            imc_heap,
-            imc_rss,
-            std::mem::size_of::<tokio_imc::ConnectedSocket>()
-        );
-        drop(imc);
-        // An idle server connection has a recv waiting, so it is registered with the
-        // reactor: make each socket wait once, then measure.
-        let (reg_heap, reg_rss, registered) = measure(|| {
-            let (a, b) = tokio_imc::ConnectedSocket::pair().expect("pair");
-            for socket in [&a, &b] {
-                assert!(poll_once_pending(socket.recv()), "nothing was sent, so recv waits");
+        match case {
+            "fresh" => {
+                let (heap, rss, kept) =
+                    measure(|| tokio_imc::ConnectedSocket::pair().expect("pair"));
+                drop(kept);
+                (heap, rss, std::mem::size_of::<tokio_imc::ConnectedSocket>())
             }
-            (a, b)
-        });
-        println!(
-            "| {:<28} | {:>14.0} | {:>16.0} | {:>12} |",
-            "  ... after a recv waited",
-            reg_heap,
-            reg_rss,
-            std::mem::size_of::<tokio_imc::ConnectedSocket>()
-        );
-        drop(registered);
-        let (tokio_heap, tokio_rss, streams) =
-            measure(|| tokio::net::UnixStream::pair().expect("pair"));
-        println!(
-            "| {:<28} | {:>14.0} | {:>16.0} | {:>12} |",
-            "tokio::net::UnixStream",
-            tokio_heap,
-            tokio_rss,
-            std::mem::size_of::<tokio::net::UnixStream>()
-        );
-        drop(streams);
-        for (what, ours) in [("never waited", imc_heap), ("after a recv waited", reg_heap)] {
-            let ratio = ours / tokio_heap;
-            let verdict = if ratio <= 1.0 { "MET" } else { "MISSED" };
-            println!("target: heap per ConnectedSocket ({what}) / per UnixStream: {ratio:.2} (<= 1) {verdict}");
+            "registered" => {
+                // An idle server connection has a recv waiting, so it is registered
+                // with the reactor: make each socket wait once, then measure.
+                let (heap, rss, kept) = measure(|| {
+                    let (mut a, mut b) = tokio_imc::ConnectedSocket::pair().expect("pair");
+                    for socket in [&mut a, &mut b] {
+                        assert!(
+                            poll_once_pending(socket.recv()),
+                            "nothing was sent, so recv waits"
+                        );
+                    }
+                    (a, b)
+                });
+                drop(kept);
+                (heap, rss, std::mem::size_of::<tokio_imc::ConnectedSocket>())
+            }
+            "tokio" => {
+                let (heap, rss, kept) = measure(|| tokio::net::UnixStream::pair().expect("pair"));
+                drop(kept);
+                (heap, rss, std::mem::size_of::<tokio::net::UnixStream>())
+            }
+            other => panic!("unknown case {other}"),
         }
-    });
+    })
 }

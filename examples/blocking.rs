@@ -34,7 +34,7 @@ fn server() -> io::Result<()> {
     drop((command, address));
     println!("[server] started the client (pid {})", child.id());
 
-    let connection = bound.accept()?;
+    let mut connection = bound.accept()?;
     println!(
         "[server] accepted pid {}",
         connection.peer_credentials()?.pid
@@ -64,7 +64,7 @@ fn server() -> io::Result<()> {
 
 fn client() -> io::Result<()> {
     let address = blocking::SocketAddress::from_env()?;
-    let connection = address.connect()?;
+    let mut connection = address.connect()?;
     println!("[client] connected");
     connection.send(b"hello, blocking server", &[])?;
     let echo = connection

@@ -47,7 +47,7 @@ fn start(role: &str) -> io::Result<(std::process::Child, ConnectedSocket)> {
 }
 
 async fn broker() -> io::Result<()> {
-    let (mut service, service_control) = start("service")?;
+    let (mut service, mut service_control) = start("service")?;
     let mut registration = service_control.recv().await?.ok_or_else(closed)?;
     let service_address = SocketAddress::try_from(registration.fds.remove(0))?;
     println!(
@@ -55,7 +55,7 @@ async fn broker() -> io::Result<()> {
         String::from_utf8_lossy(&registration.data)
     );
 
-    let (mut client, client_control) = start("client")?;
+    let (mut client, mut client_control) = start("client")?;
     let request = client_control.recv().await?.ok_or_else(closed)?;
     println!(
         "[broker] the client asks: {:?}",
@@ -88,11 +88,11 @@ async fn broker() -> io::Result<()> {
 }
 
 async fn service() -> io::Result<()> {
-    let control = ConnectedSocket::from_env_named(CONTROL)?;
+    let mut control = ConnectedSocket::from_env_named(CONTROL)?;
     let (address, bound) = make_bound_socket()?;
     control.send(b"echo", &[address.as_fd()]).await?;
     drop(address); // the broker holds it now
-    let connection = bound.accept().await?;
+    let mut connection = bound.accept().await?;
     let peer = connection.peer_credentials()?.pid;
     println!("[service] accepted a connection from pid {peer}, not from the broker");
     let mut served = 0;
@@ -110,14 +110,14 @@ async fn service() -> io::Result<()> {
 }
 
 async fn client() -> io::Result<()> {
-    let control = ConnectedSocket::from_env_named(CONTROL)?;
+    let mut control = ConnectedSocket::from_env_named(CONTROL)?;
     control
         .send(b"introduce me to the echo service", &[])
         .await?;
     let mut introduction = control.recv().await?.ok_or_else(closed)?;
     let address = SocketAddress::try_from(introduction.fds.remove(0))?;
     println!("[client] got the service's address from the broker; connecting directly");
-    let connection = address.connect().await?;
+    let mut connection = address.connect().await?;
     for text in ["hello, service", "capabilities, not names"] {
         connection.send(text.as_bytes(), &[]).await?;
         let echo = connection.recv().await?.ok_or_else(closed)?;

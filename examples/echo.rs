@@ -49,7 +49,7 @@ async fn server() -> io::Result<()> {
         child.id()
     );
 
-    let connection = bound.accept().await?;
+    let mut connection = bound.accept().await?;
     let peer = connection.peer_credentials()?;
     println!(
         "[server] accepted a connection from pid {} (uid {})",
@@ -95,7 +95,7 @@ async fn client() -> io::Result<()> {
         "[client] took the address from the environment: fd {}",
         address.as_raw_fd()
     );
-    let connection = address.connect().await?;
+    let mut connection = address.connect().await?;
     println!("[client] connected");
 
     connection.send(b"hello, server", &[]).await?;

@@ -42,7 +42,7 @@ async fn server() -> io::Result<()> {
 
     let mut visits: HashMap<&str, usize> = HashMap::new();
     loop {
-        let connection = match bound.accept().await {
+        let mut connection = match bound.accept().await {
             Ok(connection) => connection,
             Err(e) if e.kind() == io::ErrorKind::NotConnected => break, // every address is gone
             Err(e) => return Err(e),
@@ -82,7 +82,7 @@ async fn server() -> io::Result<()> {
 async fn holder(name: &str) -> io::Result<()> {
     let address = SocketAddress::from_env()?;
     for round in 1..=ROUNDS {
-        let connection = match address.connect().await {
+        let mut connection = match address.connect().await {
             Ok(connection) => connection,
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 println!("[{name}] cut off before visit {round}: {e}");

@@ -69,7 +69,7 @@ fn parent() -> io::Result<()> {
         );
 
         match bound.accept().await {
-            Ok(connection) => {
+            Ok(mut connection) => {
                 while let Some(message) = connection.recv().await? {
                     println!(
                         "[parent] from the sandbox: {:?}",
@@ -147,7 +147,7 @@ fn child() -> io::Result<()> {
 
     runtime()?.block_on(async {
         let address = SocketAddress::try_from(address_fd)?;
-        let connection = address.connect().await?;
+        let mut connection = address.connect().await?;
         println!("[child] connected to my parent through the inherited address");
         connection
             .send(b"hello from inside the sandbox", &[])

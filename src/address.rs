@@ -27,7 +27,7 @@ use crate::{validate, ConnectedSocket};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> std::io::Result<()> {
 /// let (address, bound) = tokio_imc::make_bound_socket()?;
-/// let (client, server) = tokio::try_join!(address.connect(), bound.accept())?;
+/// let (mut client, mut server) = tokio::try_join!(address.connect(), bound.accept())?;
 /// client.send(b"hello", &[]).await?;
 /// assert_eq!(&server.recv().await?.unwrap().data[..], b"hello");
 /// # Ok(()) }

@@ -35,7 +35,7 @@ use crate::{validate, ConnectedSocket, SocketAddress};
 /// # async fn main() -> std::io::Result<()> {
 /// let (address, bound) = tokio_imc::make_bound_socket()?;
 /// tokio::spawn(async move {
-///     while let Ok(connection) = bound.accept().await {
+///     while let Ok(mut connection) = bound.accept().await {
 ///         tokio::spawn(async move {
 ///             while let Ok(Some(message)) = connection.recv().await {
 ///                 let _ = connection.send(&message.data, &[]).await;
@@ -43,7 +43,7 @@ use crate::{validate, ConnectedSocket, SocketAddress};
 ///         });
 ///     }
 /// });
-/// let connection = address.connect().await?;
+/// let mut connection = address.connect().await?;
 /// connection.send(b"ping", &[]).await?;
 /// assert_eq!(&connection.recv().await?.unwrap().data[..], b"ping");
 /// # Ok(()) }

@@ -1,43 +1,29 @@
 //! [`ConnectedSocket`]: a `SOCK_SEQPACKET` connection that carries messages of
 //! bytes plus descriptors, with boundaries kept.
 
-use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use bytes::BytesMut;
-use nix::sys::socket::{getsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType};
-use tokio::io::Interest;
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use tokio_seqpacket::UnixSeqpacket;
 
-use crate::ancillary::{too_many_fds, MAX_FDS_PER_MESSAGE};
-use crate::peer_warning::peer_warn;
-use crate::sys::{self, LazyIo, Received};
-use crate::{validate, AddressId, Credentials, Message};
-
-/// The largest record `recv` takes. Above the largest a peer without
-/// `CAP_NET_ADMIN` can send (`2 * net.core.wmem_max - 32`, 425,952 bytes with the
-/// default sysctls); a larger record is reported as truncated, never cut silently.
-pub const MAX_RECV_SIZE: usize = 512 * 1024;
-
-thread_local! {
-    /// The length of the last record received on this thread: the guess for the
-    /// next one, which decides how it is received (see `sys::recv_into`).
-    static LAST_RECORD: Cell<usize> = const { Cell::new(0) };
-
-    /// Where a record lands when the caller's buffer may be too small for it,
-    /// before it is appended. One per thread, allocated on first use; the kernel
-    /// only touches the pages a record needs.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
+use crate::split::{RecvHalf, SendHalf};
+use crate::wait::{ConnectionIo, Endpoint, Wait};
+use crate::{records, validate, AddressId, Credentials, Message};
 
 /// A connected `SOCK_SEQPACKET` socket: each [`send`](Self::send) is one record of
 /// bytes and descriptors, delivered whole to one [`recv`](Self::recv).
 ///
-/// All methods take `&self`: one task may send while another receives, and
-/// concurrent senders never interleave their records.
+/// `send` and `recv` take `&mut self`, like reads and writes on a
+/// `tokio::net::UnixStream`: a connection is 32 bytes, as small as a `UnixStream`,
+/// and registers with the reactor only once an operation would block (so a short
+/// exchange never pays for `epoll_ctl`). To send from one task while another
+/// receives, or from many tasks at once, [`into_split`](Self::into_split) it:
+/// the halves work through `&self`, and concurrent senders never interleave their
+/// records.
 ///
 /// # Examples
 ///
@@ -47,7 +33,7 @@ thread_local! {
 /// use std::os::fd::AsFd;
 /// use tokio_imc::ConnectedSocket;
 ///
-/// let (a, b) = ConnectedSocket::pair()?;
+/// let (mut a, mut b) = ConnectedSocket::pair()?;
 /// let file = std::fs::File::open("/dev/null")?;
 /// a.send(b"here is a file", &[file.as_fd()]).await?;
 /// let message = b.recv().await?.expect("a is still open");
@@ -56,21 +42,7 @@ thread_local! {
 /// # Ok(()) }
 /// ```
 pub struct ConnectedSocket {
-    io: LazyIo<Endpoint>,
-}
-
-/// The socket and what the connection knows about itself, kept together so the
-/// id fills the padding after the descriptor (a connection is 48 bytes).
-pub(crate) struct Endpoint {
-    fd: OwnedFd,
-    /// The address an accepted connection came through.
-    address_id: Option<AddressId>,
-}
-
-impl AsFd for Endpoint {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
+    io: ConnectionIo,
 }
 
 impl ConnectedSocket {
@@ -87,15 +59,27 @@ impl ConnectedSocket {
 
     fn with_address_id(fd: OwnedFd, address_id: Option<AddressId>) -> Self {
         ConnectedSocket {
-            io: LazyIo::new(Endpoint { fd, address_id }),
+            io: ConnectionIo::Direct(Endpoint::new(fd, address_id)),
         }
     }
 
     /// The same connection (address id included), deregistered from its reactor
     /// (for moving between the blocking facade and async code).
     pub(crate) fn unregistered(self) -> Self {
-        ConnectedSocket {
-            io: self.io.unregistered(),
+        match self.io.into_endpoint() {
+            Ok(endpoint) => ConnectedSocket {
+                io: ConnectionIo::Direct(endpoint),
+            },
+            Err(_) => ConnectedSocket {
+                io: ConnectionIo::Vacant,
+            },
+        }
+    }
+
+    fn endpoint(&self) -> &Endpoint {
+        match self.io.endpoint() {
+            Ok(endpoint) => endpoint,
+            Err(err) => panic!("{err}"),
         }
     }
 
@@ -104,7 +88,10 @@ impl ConnectedSocket {
     /// per-holder policy. `None` for connections from [`pair`](Self::pair),
     /// [`SocketAddress::connect`](crate::SocketAddress::connect) or a descriptor.
     pub fn address_id(&self) -> Option<AddressId> {
-        self.io.get_ref().address_id
+        self.io
+            .endpoint()
+            .ok()
+            .and_then(|endpoint| endpoint.address_id)
     }
 
     /// Creates a connected pair, as `socketpair(AF_UNIX, SOCK_SEQPACKET)` does.
@@ -136,13 +123,8 @@ impl ConnectedSocket {
     ///
     /// Cancel safe: if the future is dropped before it completes, nothing was sent.
     /// A record is sent in one `sendmsg` call that either takes all of it or none.
-    pub async fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-        check_sendable(data, fds)?;
-        self.io
-            .async_io(Interest::WRITABLE, |fd| sys::send_msg(fd, data, fds))
-            .await
-            .map(drop)
-            .map_err(|err| self.send_error(err, data.len()))
+    pub async fn send(&mut self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        records::send(&mut self.io, data, fds).await
     }
 
     /// Receives one record, or `None` once the peer has closed its end (or this end
@@ -155,7 +137,7 @@ impl ConnectedSocket {
     /// # Errors
     ///
     /// The record is dropped and every descriptor that did arrive is closed when:
-    /// - it was longer than [`MAX_RECV_SIZE`] (`InvalidData`);
+    /// - it was longer than [`MAX_RECV_SIZE`](crate::MAX_RECV_SIZE) (`InvalidData`);
     /// - its control data was truncated, so descriptors were lost (`Other`; most
     ///   often this process is out of descriptors, `EMFILE`).
     ///
@@ -168,21 +150,14 @@ impl ConnectedSocket {
     ///
     /// Cancel safe: a record is taken off the socket only by the `recvmsg` call whose
     /// result is returned in the same poll, so a dropped future loses nothing.
-    pub async fn recv(&self) -> io::Result<Option<Message>> {
-        // Empty: the receive sizes it. A small record is then allocated exactly, so
-        // `freeze` needs no second allocation (it does when length != capacity).
-        let mut data = BytesMut::new();
-        let mut fds = Vec::new();
-        Ok(self.recv_into(&mut data, &mut fds).await?.map(|_| Message {
-            data: data.freeze(),
-            fds,
-        }))
+    pub async fn recv(&mut self) -> io::Result<Option<Message>> {
+        records::recv(&mut self.io).await
     }
 
     /// Receives one record into caller-owned buffers: its bytes are appended to
     /// `data` and its descriptors to `fds`. Returns the record's length, or `None`
     /// at end-of-stream. Reusing `data` across calls avoids an allocation per record;
-    /// with [`MAX_RECV_SIZE`] bytes of spare capacity the record is received straight
+    /// with [`MAX_RECV_SIZE`](crate::MAX_RECV_SIZE) bytes of spare capacity the record is received straight
     /// into it, with no copy at all.
     ///
     /// # Errors
@@ -193,90 +168,55 @@ impl ConnectedSocket {
     ///
     /// Cancel safe, as [`recv`](Self::recv).
     pub async fn recv_into(
-        &self,
+        &mut self,
         data: &mut BytesMut,
         fds: &mut Vec<OwnedFd>,
     ) -> io::Result<Option<usize>> {
-        let start = data.len();
-        loop {
-            let received = self
-                .io
-                .async_io(Interest::READABLE, |fd| {
-                    let expected = LAST_RECORD.with(Cell::get);
-                    SCRATCH.with(|scratch| {
-                        sys::recv_into(fd, data, &mut scratch.borrow_mut(), MAX_RECV_SIZE, expected)
-                    })
-                })
-                .await?;
-            match self.classify(received, start, data)? {
-                Some(mut record_fds) => {
-                    let len = data.len() - start;
-                    LAST_RECORD.with(|last| last.set(len));
-                    fds.append(&mut record_fds);
-                    return Ok(Some(len));
-                }
-                None if sys::read_hung_up(self.io.fd())? => return Ok(None),
-                None => peer_warn!(
-                    fd = self.as_raw_fd(),
-                    "skipped an empty record from a connected peer"
-                ),
-            }
+        records::recv_into(&mut self.io, data, fds).await
+    }
+
+    /// Splits the connection into a receiving and a sending half that work
+    /// through `&self`, for one task to receive while others send (each half can
+    /// be shared, e.g. in an `Arc`). [`RecvHalf::unsplit`] puts them back together.
+    ///
+    /// Registers the socket with the current runtime's reactor now.
+    ///
+    /// # Errors
+    ///
+    /// Fails outside a Tokio runtime, or if the reactor refuses the socket.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let (a, mut b) = tokio_imc::ConnectedSocket::pair()?;
+    /// let (receiver, sender) = a.into_split()?;
+    /// let echo = tokio::spawn(async move {
+    ///     while let Some(message) = receiver.recv().await? {
+    ///         sender.send(&message.data, &[]).await?;
+    ///     }
+    ///     std::io::Result::Ok(())
+    /// });
+    /// b.send(b"ping", &[]).await?;
+    /// assert_eq!(&b.recv().await?.expect("an echo").data[..], b"ping");
+    /// drop(b);
+    /// echo.await??;
+    /// # Ok(()) }
+    /// ```
+    pub fn into_split(mut self) -> io::Result<(RecvHalf, SendHalf)> {
+        self.io.registered()?;
+        match self.io {
+            ConnectionIo::Registered(registered) => Ok(crate::split::split(registered)),
+            _ => Err(io::Error::other("the connection was not registered")),
         }
     }
 
-    /// Turns one `recvmsg` result into the record's descriptors, an error, or
-    /// `None` for an empty record. Undoes what was appended to `data` on error.
-    fn classify(
-        &self,
-        received: Received,
-        start: usize,
-        data: &mut BytesMut,
-    ) -> io::Result<Option<Vec<OwnedFd>>> {
-        if received.stray_fds > 0 || received.other_records > 0 || received.malformed_control {
-            peer_warn!(
-                fd = self.as_raw_fd(),
-                stray_fds = received.stray_fds,
-                other_records = received.other_records,
-                malformed = received.malformed_control,
-                "closed descriptors and ignored control data that came outside SCM_RIGHTS"
-            );
+    /// Rebuilds a connection from the registration its halves shared.
+    pub(crate) fn from_registered(registered: tokio::io::unix::AsyncFd<Endpoint>) -> Self {
+        ConnectedSocket {
+            io: ConnectionIo::Registered(registered),
         }
-        if received.data_truncated {
-            data.truncate(start);
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "received a record longer than {MAX_RECV_SIZE} bytes; it was dropped and its {} descriptor(s) closed",
-                    received.fds.len()
-                ),
-            ));
-        }
-        if received.control_truncated {
-            data.truncate(start);
-            return Err(io::Error::other(format!(
-                "a record's descriptors did not all arrive (MSG_CTRUNC, most often because this process \
-                 is out of descriptors: EMFILE); the record was dropped and the {} that arrived were closed",
-                received.fds.len()
-            )));
-        }
-        if received.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(received.fds))
-    }
-
-    fn send_error(&self, err: io::Error, len: usize) -> io::Error {
-        if err.raw_os_error() != Some(nix::libc::EMSGSIZE) {
-            return err;
-        }
-        let limit = getsockopt(&self.io.fd(), sockopt::SndBuf).map_or_else(
-            |_| "SO_SNDBUF minus 32".to_string(),
-            |sndbuf| format!("{} bytes: SO_SNDBUF minus 32", sndbuf.saturating_sub(32)),
-        );
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("a record of {len} bytes is larger than this socket's maximum record size ({limit})"),
-        )
     }
 
     /// The credentials of the process that created the peer's end of the pair.
@@ -285,34 +225,24 @@ impl ConnectedSocket {
     /// this is the process that called `connect` (it made the pair), even if another
     /// process holds that end now.
     pub fn peer_credentials(&self) -> io::Result<Credentials> {
-        Credentials::of_peer(self.io.fd())
+        Credentials::of_peer(self.io.fd()?)
     }
 
     /// Shuts down one or both directions (see shutdown(2)). The peer's `recv` then
     /// returns `None` once it has read what was queued.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        let how = match how {
-            Shutdown::Read => nix::sys::socket::Shutdown::Read,
-            Shutdown::Write => nix::sys::socket::Shutdown::Write,
-            Shutdown::Both => nix::sys::socket::Shutdown::Both,
-        };
-        nix::sys::socket::shutdown(self.as_raw_fd(), how).map_err(io::Error::from)
+        shutdown(self.io.fd()?, how)
     }
 }
 
-/// Refuses, before any syscall, what the kernel would refuse or misreport.
-pub(crate) fn check_sendable(data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-    if fds.len() > MAX_FDS_PER_MESSAGE {
-        return Err(too_many_fds(fds.len()));
-    }
-    if data.is_empty() && fds.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "a message needs at least one byte or one descriptor: an empty SOCK_SEQPACKET \
-             record cannot be told apart from end-of-stream",
-        ));
-    }
-    Ok(())
+/// shutdown(2) with std's `Shutdown`.
+pub(crate) fn shutdown(fd: BorrowedFd<'_>, how: Shutdown) -> io::Result<()> {
+    let how = match how {
+        Shutdown::Read => nix::sys::socket::Shutdown::Read,
+        Shutdown::Write => nix::sys::socket::Shutdown::Write,
+        Shutdown::Both => nix::sys::socket::Shutdown::Both,
+    };
+    nix::sys::socket::shutdown(fd.as_raw_fd(), how).map_err(io::Error::from)
 }
 
 /// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK)`.
@@ -328,27 +258,42 @@ pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 
 impl fmt::Debug for ConnectedSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectedSocket")
-            .field("fd", &self.as_raw_fd())
+        let mut debug = f.debug_struct("ConnectedSocket");
+        match self.io.endpoint() {
+            Ok(endpoint) => debug.field("fd", &endpoint.fd().as_raw_fd()),
+            Err(_) => debug.field("fd", &"lost"),
+        };
+        debug
+            .field(
+                "registered",
+                &matches!(self.io, ConnectionIo::Registered(_)),
+            )
             .finish()
     }
 }
 
 impl AsFd for ConnectedSocket {
+    /// # Panics
+    ///
+    /// Only if an earlier registration with the reactor panicked (Tokio does when
+    /// the runtime has IO disabled), which took the descriptor with it.
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.io.fd()
+        self.endpoint().fd()
     }
 }
 
 impl AsRawFd for ConnectedSocket {
     fn as_raw_fd(&self) -> RawFd {
-        self.io.fd().as_raw_fd()
+        self.as_fd().as_raw_fd()
     }
 }
 
 impl From<ConnectedSocket> for OwnedFd {
     fn from(socket: ConnectedSocket) -> OwnedFd {
-        socket.io.into_inner().fd
+        match socket.io.into_endpoint() {
+            Ok(endpoint) => endpoint.into_fd(),
+            Err(err) => panic!("{err}"),
+        }
     }
 }
 

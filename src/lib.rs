@@ -16,12 +16,12 @@
 //! # async fn main() -> std::io::Result<()> {
 //! let (address, bound) = tokio_imc::make_bound_socket()?;
 //! let server = tokio::spawn(async move {
-//!     let connection = bound.accept().await?;
+//!     let mut connection = bound.accept().await?;
 //!     let message = connection.recv().await?.expect("a message");
 //!     connection.send(&message.data, &[]).await?;
 //!     std::io::Result::Ok(())
 //! });
-//! let connection = address.connect().await?;
+//! let mut connection = address.connect().await?;
 //! connection.send(b"hello", &[]).await?;
 //! assert_eq!(&connection.recv().await?.expect("a reply").data[..], b"hello");
 //! server.await??;
@@ -53,10 +53,13 @@ pub mod fuzzing;
 pub mod handoff;
 mod message;
 mod peer_warning;
+mod records;
 mod request;
 mod runtime;
+mod split;
 mod sys;
 mod validate;
+mod wait;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
@@ -67,6 +70,8 @@ pub use address::SocketAddress;
 pub use address_set::AddressId;
 pub use ancillary::MAX_FDS_PER_MESSAGE;
 pub use bound::{make_bound_socket, BoundSocket};
-pub use connection::{ConnectedSocket, MAX_RECV_SIZE};
+pub use connection::ConnectedSocket;
 pub use credentials::Credentials;
 pub use message::Message;
+pub use records::MAX_RECV_SIZE;
+pub use split::{RecvHalf, SendHalf};

@@ -181,12 +181,8 @@ pub fn recv_into(
     expected: usize,
 ) -> io::Result<Received> {
     const SMALL: usize = 2048;
-    let spare = buf.capacity() - buf.len();
-    if spare >= limit {
-        let received = recv_msg(socket, buf.spare_capacity_mut(), &mut [])?;
-        // SAFETY: recvmsg wrote the first `len` bytes of the spare capacity.
-        unsafe { buf.advance_mut(received.len) };
-        return Ok(received);
+    if buf.capacity() - buf.len() >= limit {
+        return recv_direct(socket, buf);
     }
     scratch.clear();
     scratch.reserve_exact(limit);
@@ -215,8 +211,22 @@ pub fn recv_into(
             scratch.set_len(received.len - in_buf);
         }
     }
-    buf.extend_from_slice(scratch);
+    if buf.capacity() == 0 {
+        // A fresh buffer (`recv`): allocate it exactly, once.
+        *buf = BytesMut::from(&scratch[..]);
+    } else {
+        buf.extend_from_slice(scratch);
+    }
     scratch.clear();
+    Ok(received)
+}
+
+/// Receives one record straight into `buf`'s spare capacity, which the caller
+/// made large enough for any record.
+pub fn recv_direct(socket: BorrowedFd<'_>, buf: &mut BytesMut) -> io::Result<Received> {
+    let received = recv_msg(socket, buf.spare_capacity_mut(), &mut [])?;
+    // SAFETY: recvmsg wrote the first `len` bytes of the spare capacity.
+    unsafe { buf.advance_mut(received.len) };
     Ok(received)
 }
 
@@ -248,13 +258,24 @@ pub unsafe trait OwnsFd: AsFd {}
 // SAFETY: an `OwnedFd` closes its descriptor only when dropped and never changes it.
 unsafe impl OwnsFd for OwnedFd {}
 
-// SAFETY: `Endpoint` owns its `OwnedFd` (a private field never replaced) and returns
-// it from `as_fd`.
-unsafe impl OwnsFd for crate::connection::Endpoint {}
-
 // SAFETY: `EpollSet` owns the epoll instance's `OwnedFd` (a private field never
 // replaced) and returns it from `as_fd`.
 unsafe impl OwnsFd for crate::address_set::EpollSet {}
+
+/// Registers a connection's endpoint with the current runtime's reactor; on
+/// failure the endpoint comes back with the error.
+pub fn register_endpoint(
+    endpoint: crate::wait::Endpoint,
+) -> Result<tokio::io::unix::AsyncFd<crate::wait::Endpoint>, (crate::wait::Endpoint, io::Error)> {
+    // SAFETY: an `Endpoint` owns its descriptor: the field is private to
+    // `wait.rs`, set only when the endpoint is made and moved out only by consuming
+    // it, and the crate never reaches an `Endpoint` inside an `AsyncFd` mutably
+    // (no `get_mut`/`ready_mut`/`readable_mut`), so it cannot be replaced. So the
+    // descriptor stays open, and the same, until the `AsyncFd` is dropped (which
+    // deregisters it before the endpoint, and so the descriptor, is dropped) or
+    // `into_inner` gives the endpoint back.
+    unsafe { tokio::io::unix::AsyncFd::register(endpoint) }.map_err(|failed| failed.into_parts())
+}
 
 /// The number of a descriptor that a [`LazyIo`] owns, as registered with Tokio.
 #[derive(Debug)]

@@ -15,14 +15,14 @@ fn connect_accept_and_messages_with_descriptors() {
     run_without_runtime(|| {
         let (address, bound) = blocking::make_bound_socket().expect("make");
         let server = std::thread::spawn(move || -> io::Result<()> {
-            let connection = bound.accept()?;
+            let mut connection = bound.accept()?;
             while let Some(message) = connection.recv()? {
                 let fds: Vec<_> = message.fds.iter().map(|fd| fd.as_fd()).collect();
                 connection.send(&message.data, &fds)?;
             }
             Ok(())
         });
-        let connection = address.connect().expect("connect");
+        let mut connection = address.connect().expect("connect");
         let (read_end, _write_end) = common::pipe();
         connection
             .send(b"round trip", &[read_end.as_fd()])
@@ -47,8 +47,8 @@ fn timeouts_give_timed_out_and_leave_the_object_usable() {
         assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
         assert!(err.to_string().contains("accept timed out"), "{err}");
 
-        let client = address.connect().expect("connect");
-        let server = bound
+        let mut client = address.connect().expect("connect");
+        let mut server = bound
             .accept_timeout(Duration::from_secs(5))
             .expect("accept after a timeout");
         let err = server
@@ -107,7 +107,7 @@ fn blocking_calls_inside_a_runtime_return_an_error_instead_of_stalling() {
         // The way out: convert to the async types.
         let address = address.into_async();
         let bound = bound.into_async();
-        let (client, server) = tokio::try_join!(address.connect(), bound.accept())?;
+        let (mut client, mut server) = tokio::try_join!(address.connect(), bound.accept())?;
         client.send(b"async now", &[]).await?;
         ensure(server.recv().await?.is_some(), "async after conversion")
     });
@@ -127,7 +127,7 @@ fn objects_work_from_many_threads_at_once() {
                     let mut handlers = Vec::new();
                     loop {
                         match bound.accept() {
-                            Ok(connection) => handlers.push(std::thread::spawn(move || {
+                            Ok(mut connection) => handlers.push(std::thread::spawn(move || {
                                 while let Ok(Some(message)) = connection.recv() {
                                     let _ = connection.send(&message.data, &[]);
                                 }
@@ -147,7 +147,7 @@ fn objects_work_from_many_threads_at_once() {
             .map(|t| {
                 let address = Arc::clone(&address);
                 std::thread::spawn(move || {
-                    let connection = address.connect().expect("connect");
+                    let mut connection = address.connect().expect("connect");
                     for round in 0..ROUNDS {
                         let text = format!("{t}/{round}");
                         connection.send(text.as_bytes(), &[]).expect("send");
@@ -203,8 +203,8 @@ fn conversions_to_and_from_descriptors_and_async_types() {
         drop(queued);
         drop(runtime);
         assert_eq!(bound.address_id(), original_id);
-        let client = address.connect().expect("connect");
-        let server = bound.accept().expect("accept");
+        let mut client = address.connect().expect("connect");
+        let mut server = bound.accept().expect("accept");
         assert_eq!(server.address_id(), Some(original_id));
         client.send(b"x", &[]).expect("send");
         assert!(server.recv().expect("recv").is_some());
@@ -231,7 +231,7 @@ fn a_child_with_no_runtime_uses_the_blocking_api() {
     if child_role().is_some() {
         let result = (|| -> io::Result<()> {
             let address = blocking::SocketAddress::from_env()?;
-            let connection = address.connect()?;
+            let mut connection = address.connect()?;
             connection.send(b"from a synchronous child", &[])?;
             let reply = connection.recv()?.ok_or_else(|| fail("closed"))?;
             ensure(&reply.data[..] == b"ok", "reply")
@@ -248,7 +248,7 @@ fn a_child_with_no_runtime_uses_the_blocking_api() {
         .expect("pass");
         let process = command.spawn().expect("spawn");
         drop(command);
-        let connection = bound.accept_timeout(common::HANG).expect("accept");
+        let mut connection = bound.accept_timeout(common::HANG).expect("accept");
         let message = connection
             .recv_timeout(common::HANG)
             .expect("recv")

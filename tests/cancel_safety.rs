@@ -21,7 +21,7 @@ fn cancelled_accepts_lose_no_request() {
         let producer = tokio::spawn(async move {
             let mut clients = Vec::new();
             for id in 0..CLIENTS {
-                let connection = address.connect().await?;
+                let mut connection = address.connect().await?;
                 connection.send(&id.to_ne_bytes(), &[]).await?;
                 clients.push(connection);
                 // Pause now and then, so the acceptor waits (and is cancelled).
@@ -96,7 +96,7 @@ fn cancelled_connects_send_whole_requests_or_none() {
             ),
         )?;
         // Each completed connect pairs with exactly one accepted connection, in order.
-        for (i, (client, server)) in completed.iter().zip(&accepted).enumerate() {
+        for (i, (client, server)) in completed.iter_mut().zip(&mut accepted).enumerate() {
             client.send(&(i as u32).to_ne_bytes(), &[]).await?;
             let got = server.recv().await?.ok_or_else(|| fail("closed"))?;
             ensure(
@@ -112,7 +112,7 @@ fn cancelled_connects_send_whole_requests_or_none() {
 fn cancelled_sends_and_recvs_lose_and_duplicate_nothing() {
     run(|| async {
         const MESSAGES: u32 = 20_000;
-        let (a, b) = ConnectedSocket::pair()?;
+        let (mut a, mut b) = ConnectedSocket::pair()?;
         let (read_end, _write_end) = common::pipe();
         let expected_inode = inode(&read_end);
         let sender = tokio::spawn(async move {
@@ -167,6 +167,63 @@ fn cancelled_sends_and_recvs_lose_and_duplicate_nothing() {
         ensure(
             recv_cancelled > 1000,
             format!("only {recv_cancelled} recvs were cancelled"),
+        )
+    });
+}
+
+#[test]
+fn cancelled_sends_and_recvs_on_split_halves_lose_and_duplicate_nothing() {
+    run(|| async {
+        const MESSAGES: u32 = 10_000;
+        let (a, b) = ConnectedSocket::pair()?;
+        let (_a_recv, a_send) = a.into_split()?;
+        let (b_recv, _b_send) = b.into_split()?;
+        let sender = tokio::spawn(async move {
+            let mut cancelled = 0u32;
+            let mut id = 0u32;
+            while id < MESSAGES {
+                // Large enough that the socket's buffer fills while the receiver pauses.
+                let mut record = [0u8; 2000];
+                record[..4].copy_from_slice(&id.to_ne_bytes());
+                tokio::select! {
+                    biased;
+                    sent = a_send.send(&record, &[]) => {
+                        sent?;
+                        id += 1;
+                        if id % 200 == 0 {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                    _ = tokio::task::yield_now() => cancelled += 1,
+                }
+            }
+            io::Result::Ok(cancelled)
+        });
+        let (mut next, mut recv_cancelled) = (0u32, 0u32);
+        let mut data = bytes::BytesMut::new();
+        let mut fds = Vec::new();
+        while next < MESSAGES {
+            tokio::select! {
+                biased;
+                len = b_recv.recv_into(&mut data, &mut fds) => {
+                    ensure(len? == Some(2000), "one whole record")?;
+                    let id = u32::from_ne_bytes(data[..4].try_into().map_err(io::Error::other)?);
+                    ensure(id == next, format!("expected message {next}, got {id}"))?;
+                    data.clear();
+                    next += 1;
+                    if next % 500 == 0 {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+                _ = tokio::task::yield_now() => recv_cancelled += 1,
+            }
+        }
+        let send_cancelled = bounded("sender", sender)
+            .await?
+            .map_err(io::Error::other)??;
+        ensure(
+            send_cancelled > 1000 && recv_cancelled > 1000,
+            format!("only {send_cancelled} sends and {recv_cancelled} recvs were cancelled"),
         )
     });
 }

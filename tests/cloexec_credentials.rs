@@ -14,7 +14,7 @@ fn every_descriptor_made_or_received_is_close_on_exec() {
     run(|| async {
         let (address, bound) = make_bound_socket()?;
         let copy = address.try_clone()?;
-        let (client, server) = tokio::try_join!(address.connect(), bound.accept())?;
+        let (mut client, mut server) = tokio::try_join!(address.connect(), bound.accept())?;
         let (a, b) = ConnectedSocket::pair()?;
         // A descriptor that is *not* close-on-exec in the sender arrives as one
         // that is (MSG_CMSG_CLOEXEC).
@@ -117,7 +117,7 @@ fn peer_credentials_name_who_created_the_pair_not_who_sent_the_request() {
         // The child makes a seqpacket pair and hands one end to the parent, which
         // sends it through the address as its own connect request.
         common::child_main(|| async {
-            let control = ConnectedSocket::from_env_named("control")?;
+            let mut control = ConnectedSocket::from_env_named("control")?;
             let (kept, sent) = common::raw_pair(nix::sys::socket::SockType::SeqPacket);
             control.send(b"an end for you", &[sent.as_fd()]).await?;
             drop(sent);
@@ -128,7 +128,7 @@ fn peer_credentials_name_who_created_the_pair_not_who_sent_the_request() {
     }
     run(|| async {
         let (address, bound) = make_bound_socket()?;
-        let (control, control_peer) = ConnectedSocket::pair()?;
+        let (mut control, control_peer) = ConnectedSocket::pair()?;
         let mut command = common::child(TEST, "creator");
         tokio_imc::handoff::pass(&mut command, &[("control", control_peer.as_fd())])?;
         let creator = command.spawn()?;

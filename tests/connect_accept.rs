@@ -13,7 +13,7 @@ use tokio_imc::{make_bound_socket, BoundSocket, ConnectedSocket, SocketAddress};
 fn connect_accept_and_exchange_bytes_and_fds() {
     run(|| async {
         let (address, bound) = make_bound_socket()?;
-        let (client, server) = tokio::try_join!(address.connect(), bound.accept())?;
+        let (mut client, mut server) = tokio::try_join!(address.connect(), bound.accept())?;
         let (read_end, write_end) = common::pipe();
         client.send(b"take this pipe", &[write_end.as_fd()]).await?;
         let message = server.recv().await?.ok_or_else(|| fail("closed early"))?;
@@ -42,7 +42,7 @@ fn connect_accept_and_exchange_bytes_and_fds() {
 #[test]
 fn messages_keep_their_boundaries_and_order() {
     run(|| async {
-        let (a, b) = ConnectedSocket::pair()?;
+        let (mut a, mut b) = ConnectedSocket::pair()?;
         for len in [1usize, 2, 100, 4096, 65536, 1] {
             a.send(&vec![len as u8; len], &[]).await?;
         }
@@ -71,7 +71,7 @@ fn many_tasks_connect_through_one_address_to_several_acceptors() {
             acceptors.push(tokio::spawn(async move {
                 let mut served = 0usize;
                 loop {
-                    let connection = match bound.accept().await {
+                    let mut connection = match bound.accept().await {
                         Ok(c) => c,
                         Err(e) if e.kind() == ErrorKind::NotConnected => {
                             return Ok::<_, io::Error>(served)
@@ -91,7 +91,7 @@ fn many_tasks_connect_through_one_address_to_several_acceptors() {
         for i in 0..CLIENTS {
             let address = Arc::clone(&address);
             clients.push(tokio::spawn(async move {
-                let connection = address.connect().await?;
+                let mut connection = address.connect().await?;
                 let text = format!("client {i}");
                 connection.send(text.as_bytes(), &[]).await?;
                 let echo = connection
@@ -122,12 +122,12 @@ fn many_tasks_connect_through_one_address_to_several_acceptors() {
 fn an_address_sent_in_a_message_connects_to_the_same_server() {
     run(|| async {
         let (address, bound) = make_bound_socket()?;
-        let (broker_side, client_side) = ConnectedSocket::pair()?;
+        let (mut broker_side, mut client_side) = ConnectedSocket::pair()?;
         broker_side.send(b"address", &[address.as_fd()]).await?;
         drop(address);
         let mut message = client_side.recv().await?.ok_or_else(|| fail("closed"))?;
         let received = SocketAddress::try_from(message.fds.remove(0))?;
-        let (client, server) = tokio::try_join!(received.connect(), bound.accept())?;
+        let (mut client, mut server) = tokio::try_join!(received.connect(), bound.accept())?;
         client.send(b"hi", &[]).await?;
         ensure(
             &server.recv().await?.ok_or_else(|| fail("closed"))?.data[..] == b"hi",
@@ -160,8 +160,8 @@ fn conversions_round_trip_through_owned_fd() {
         let (address, bound) = make_bound_socket()?;
         let address = SocketAddress::try_from(OwnedFd::from(address))?;
         let bound = BoundSocket::try_from(OwnedFd::from(bound))?;
-        let (client, server) = tokio::try_join!(address.connect(), bound.accept())?;
-        let client = ConnectedSocket::try_from(OwnedFd::from(client))?;
+        let (client, mut server) = tokio::try_join!(address.connect(), bound.accept())?;
+        let mut client = ConnectedSocket::try_from(OwnedFd::from(client))?;
         client.send(b"x", &[]).await?;
         ensure(server.recv().await?.is_some(), "message after round trip")?;
         ensure(
@@ -240,8 +240,8 @@ fn a_native_client_style_seqpacket_address_is_accepted() {
         ensure(byte == b"c", "the byte c")?;
         ensure(fds.len() == 1, "one descriptor")?;
         let server_end = fds.remove(0);
-        let server = ConnectedSocket::try_from(server_end)?;
-        let client = connect.await.map_err(io::Error::other)??;
+        let mut server = ConnectedSocket::try_from(server_end)?;
+        let mut client = connect.await.map_err(io::Error::other)??;
         client.send(b"over seqpacket", &[]).await?;
         ensure(
             &server.recv().await?.ok_or_else(|| fail("closed"))?.data[..] == b"over seqpacket",
@@ -293,6 +293,31 @@ fn all_types_are_send_sync_and_debug() {
     check::<SocketAddress>();
     check::<BoundSocket>();
     check::<ConnectedSocket>();
+    check::<tokio_imc::RecvHalf>();
+    check::<tokio_imc::SendHalf>();
     check::<tokio_imc::Message>();
     check::<tokio_imc::Credentials>();
+}
+
+#[test]
+fn in_a_runtime_without_io_waiting_panics_as_tokio_does_and_the_connection_then_reports_its_loss() {
+    common::run_without_runtime(|| {
+        let (mut a, _b) = ConnectedSocket::pair().expect("pair");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(a.recv()).map(drop)
+        }));
+        assert!(waited.is_err(), "Tokio panics when IO is disabled");
+        // The descriptor went with the panic (closed, not leaked: checked by the
+        // harness); the connection says so instead of touching a stale number.
+        let err = runtime
+            .block_on(a.recv())
+            .expect_err("the descriptor is gone");
+        assert_eq!(err.kind(), ErrorKind::NotConnected, "{err}");
+        assert!(format!("{a:?}").contains("lost"), "{a:?}");
+        assert_eq!(a.address_id(), None);
+    });
 }

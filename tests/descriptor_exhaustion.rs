@@ -43,8 +43,8 @@ fn out_of_descriptors_accept_and_recv_report_it_and_recover() {
     if child_role().is_some() {
         child_main(|| async {
             let (address, bound) = make_bound_socket()?;
-            let queued = address.connect().await?;
-            let (a, b) = ConnectedSocket::pair()?;
+            let mut queued = address.connect().await?;
+            let (mut a, mut b) = ConnectedSocket::pair()?;
             let (read_end, _write_end) = common::pipe();
 
             let (fillers, soft) = exhaust_descriptors()?;
@@ -87,7 +87,7 @@ fn out_of_descriptors_accept_and_recv_report_it_and_recover() {
                 address.connect(),
                 bounded("accept after recovery", bound.accept())
             );
-            let (client, server) = (client?, server??);
+            let (mut client, mut server) = (client?, server??);
             client.send(b"hello again", &[read_end.as_fd()]).await?;
             let got = server.recv().await?.ok_or_else(|| fail("closed"))?;
             ensure(got.fds.len() == 1, "descriptor received after recovery")?;

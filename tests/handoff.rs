@@ -90,7 +90,7 @@ async fn child_case(role: &str) -> io::Result<()> {
                 std::env::var(handoff::ENV_VAR).is_ok(),
                 "the other entry is still named",
             )?;
-            let control = ConnectedSocket::from_env_named("control")?;
+            let mut control = ConnectedSocket::from_env_named("control")?;
             ensure(
                 std::env::var_os(handoff::ENV_VAR).is_none(),
                 "variable removed once empty",
@@ -99,7 +99,7 @@ async fn child_case(role: &str) -> io::Result<()> {
                 common::is_cloexec(address.as_fd()) && common::is_cloexec(control.as_fd()),
                 "close-on-exec",
             )?;
-            let connection = address.connect().await?;
+            let mut connection = address.connect().await?;
             connection.send(b"via address", &[]).await?;
             control.send(b"via control", &[]).await?;
             // A second take of the same name finds nothing.
@@ -173,7 +173,7 @@ fn handoff_cases() {
         handoff::pass(&mut command, &[(handoff::ADDRESS, read_end.as_fd())])?;
         expect_success(command.spawn()?);
 
-        let (control, control_peer) = ConnectedSocket::pair()?;
+        let (mut control, control_peer) = ConnectedSocket::pair()?;
         let mut command = child(TEST, "several");
         handoff::pass(
             &mut command,

@@ -31,7 +31,7 @@ fn echo_server(bound: OwnedFd) -> std::thread::JoinHandle<io::Result<()>> {
         runtime.block_on(async move {
             let bound = BoundSocket::try_from(bound)?;
             loop {
-                let connection = match bound.accept().await {
+                let mut connection = match bound.accept().await {
                     Ok(connection) => connection,
                     Err(e) if e.kind() == ErrorKind::NotConnected => return Ok(()),
                     Err(e) => return Err(e),
@@ -78,7 +78,7 @@ fn a_peer_stealing_our_messages_through_a_blocking_duplicate_cannot_stall_the_se
 
         // A well-behaved client of the same server, interleaved with the hostile
         // client's writes: every round trip must be served.
-        let good = address.connect().await?;
+        let mut good = address.connect().await?;
         for i in 0..300u32 {
             raw_send(theirs.as_fd(), b"steal me", &[])?;
             let text = i.to_string();

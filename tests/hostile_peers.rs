@@ -73,7 +73,7 @@ fn raw_connect(address: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 /// A well-behaved client is still served: connect, echo, through `address`.
 async fn still_served(address: &SocketAddress, bound: &BoundSocket) -> io::Result<()> {
     let (client, server) = tokio::join!(address.connect(), bounded("accept", bound.accept()));
-    let (client, server) = (client?, server??);
+    let (mut client, mut server) = (client?, server??);
     client.send(b"still there?", &[]).await?;
     let got = server.recv().await?.ok_or_else(|| fail("closed"))?;
     ensure(&got.data[..] == b"still there?", "served after the attack")
@@ -153,7 +153,7 @@ fn malformed_requests_of_every_kind_from_another_process() {
         // client is already gone) and the final good one, which says "ping".
         let mut accepted = 0;
         loop {
-            let connection = bounded("accept", bound.accept()).await??;
+            let mut connection = bounded("accept", bound.accept()).await??;
             accepted += 1;
             if let Some(ping) = bounded("recv", connection.recv()).await?? {
                 connection.send(&ping.data, &[]).await?;
@@ -211,7 +211,7 @@ fn a_holder_shutting_down_the_shared_address_ends_it_for_every_holder() {
         // server sees the end (NotConnected) and every holder is refused.
         for how in ["write", "both"] {
             let (address, bound) = make_bound_socket()?;
-            let queued = address.connect().await?;
+            let mut queued = address.connect().await?;
             wait(start(TEST, how, address.as_fd(), None)?).await?;
             let err = address
                 .connect()
@@ -222,7 +222,7 @@ fn a_holder_shutting_down_the_shared_address_ends_it_for_every_holder() {
                 err.kind() == ErrorKind::ConnectionRefused,
                 format!("{how}: {err:?}"),
             )?;
-            let served = bounded("the queued request", bound.accept()).await??;
+            let mut served = bounded("the queued request", bound.accept()).await??;
             queued.send(b"queued", &[]).await?;
             ensure(served.recv().await?.is_some(), "the queued request works")?;
             let err = bounded("accept after shutdown", bound.accept())
@@ -273,7 +273,7 @@ fn a_peer_killed_mid_conversation_with_descriptors_queued_both_ways() {
     run(|| async {
         let (address, bound) = make_bound_socket()?;
         let mut victim = start(TEST, "victim", address.as_fd(), None)?;
-        let connection = bounded("accept", bound.accept()).await??;
+        let mut connection = bounded("accept", bound.accept()).await??;
         // Queue messages with descriptors towards the peer, which never reads them.
         let (read_end, _write_end) = common::pipe();
         for _ in 0..5 {
@@ -342,7 +342,7 @@ fn a_server_that_never_accepts_pushes_back_and_too_many_refs_is_the_clients_erro
             .expect("setrlimit");
         child_main(|| async {
             let address = SocketAddress::try_from(inherited(handoff::ADDRESS))?;
-            let control = ConnectedSocket::try_from(inherited("control"))?;
+            let mut control = ConnectedSocket::try_from(inherited("control"))?;
             // Keep a few connections open to see them end later; drop the rest, so
             // only descriptors in flight grow.
             let mut waiting = Vec::new();
@@ -366,7 +366,7 @@ fn a_server_that_never_accepts_pushes_back_and_too_many_refs_is_the_clients_erro
             control.send(connects.to_string().as_bytes(), &[]).await?;
             // The server drops its bound socket now: every waiting client learns it.
             control.recv().await?;
-            for connection in &waiting {
+            for connection in &mut waiting {
                 ensure(
                     bounded("orphan", connection.recv()).await??.is_none(),
                     "the queued connection ended",
@@ -377,7 +377,7 @@ fn a_server_that_never_accepts_pushes_back_and_too_many_refs_is_the_clients_erro
     }
     run(|| async {
         let (address, bound) = make_bound_socket()?;
-        let (control, control_peer) = ConnectedSocket::pair()?;
+        let (mut control, control_peer) = ConnectedSocket::pair()?;
         let rss_before = rss_bytes();
         let client = start(TEST, "client", address.as_fd(), Some(control_peer.as_fd()))?;
         drop(control_peer);
@@ -427,7 +427,7 @@ fn a_flood_of_100000_requests_from_several_processes_against_a_slow_acceptor() {
             .map(|_| start(TEST, "flooder", address.as_fd(), None))
             .collect::<io::Result<_>>()?;
         for served in 0..FLOOD_REQUESTS {
-            let connection = bounded("accept", bound.accept()).await??;
+            let mut connection = bounded("accept", bound.accept()).await??;
             let message = connection.recv().await?.ok_or_else(|| fail("closed"))?;
             connection.send(&message.data, &[]).await?;
             if served % 5000 == 0 {
@@ -453,7 +453,7 @@ fn ten_thousand_connections_at_once_exchanging_descriptors_on_a_multi_thread_run
     if child_role().is_some() {
         child_main(|| async {
             let address = SocketAddress::try_from(inherited(handoff::ADDRESS))?;
-            let control = ConnectedSocket::try_from(inherited("control"))?;
+            let mut control = ConnectedSocket::try_from(inherited("control"))?;
             let (read_end, _write_end) = common::pipe();
             let mut connections = Vec::new();
             for _ in 0..LOAD_CONNECTIONS / LOAD_PROCESSES {
@@ -465,12 +465,12 @@ fn ten_thousand_connections_at_once_exchanging_descriptors_on_a_multi_thread_run
                 .await??
                 .ok_or_else(|| fail("server gone"))?;
             // All open at once; now every one exchanges a message with a descriptor.
-            for (i, connection) in connections.iter().enumerate() {
+            for (i, connection) in connections.iter_mut().enumerate() {
                 connection
                     .send(&(i as u32).to_ne_bytes(), &[read_end.as_fd()])
                     .await?;
             }
-            for (i, connection) in connections.iter().enumerate() {
+            for (i, connection) in connections.iter_mut().enumerate() {
                 let echo = bounded("echo", connection.recv())
                     .await??
                     .ok_or_else(|| fail("closed"))?;
@@ -505,7 +505,7 @@ fn ten_thousand_connections_at_once_exchanging_descriptors_on_a_multi_thread_run
         let peak = Arc::new(AtomicUsize::new(0));
         let mut handlers = Vec::new();
         for _ in 0..LOAD_CONNECTIONS {
-            let connection = bounded("accept", bound.accept()).await??;
+            let mut connection = bounded("accept", bound.accept()).await??;
             let (open, peak) = (Arc::clone(&open), Arc::clone(&peak));
             let now = open.fetch_add(1, Ordering::SeqCst) + 1;
             peak.fetch_max(now, Ordering::SeqCst);
@@ -519,13 +519,13 @@ fn ten_thousand_connections_at_once_exchanging_descriptors_on_a_multi_thread_run
                 io::Result::Ok(())
             }));
         }
-        for control in &controls {
+        for control in &mut controls {
             bounded("connected", control.recv())
                 .await??
                 .ok_or_else(|| fail("client died"))?;
         }
         let all_open = open.load(Ordering::SeqCst);
-        for control in &controls {
+        for control in &mut controls {
             control.send(b"go", &[]).await?;
         }
         for client in clients {

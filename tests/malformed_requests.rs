@@ -27,7 +27,7 @@ async fn rejected_then_served(
     logs.clear();
     raw_send(address.as_fd(), bytes, fds)?;
     let (client, server) = tokio::join!(address.connect(), bounded("accept", bound.accept()));
-    let (client, server) = (client?, server??);
+    let (mut client, mut server) = (client?, server??);
     client.send(b"good", &[]).await?;
     let got = server.recv().await?.ok_or_else(|| fail("closed"))?;
     ensure(
@@ -169,7 +169,7 @@ fn every_kind_of_malformed_request_is_dropped_and_the_server_keeps_serving() {
         let (kept_cc, sent_cc) = raw_pair(SockType::SeqPacket);
         raw_send(address.as_fd(), b"cc", &[sent_cc.as_fd()])?;
         drop(sent_cc);
-        let first = bounded("accept of the cc request", bound.accept()).await??;
+        let mut first = bounded("accept of the cc request", bound.accept()).await??;
         common::raw_send(kept_cc.as_fd(), b"from cc", &[])?;
         ensure(
             &first.recv().await?.ok_or_else(|| fail("closed"))?.data[..] == b"from cc",

@@ -12,7 +12,7 @@ use common::{ensure, fail, inode, raw_pair, raw_send, run, Logs};
 use nix::sys::socket::{getsockopt, setsockopt, sockopt, SockType};
 use tokio_imc::{ConnectedSocket, MAX_FDS_PER_MESSAGE, MAX_RECV_SIZE};
 
-async fn nothing_arrives(socket: &ConnectedSocket) -> io::Result<()> {
+async fn nothing_arrives(socket: &mut ConnectedSocket) -> io::Result<()> {
     match tokio::time::timeout(Duration::from_millis(100), socket.recv()).await {
         Err(_) => Ok(()),
         Ok(got) => Err(fail(format!("something arrived: {got:?}"))),
@@ -22,7 +22,7 @@ async fn nothing_arrives(socket: &ConnectedSocket) -> io::Result<()> {
 #[test]
 fn up_to_253_descriptors_travel_and_254_are_refused_before_sending() {
     run(|| async {
-        let (a, b) = ConnectedSocket::pair()?;
+        let (mut a, mut b) = ConnectedSocket::pair()?;
         let (read_end, _write_end) = common::pipe();
         let fds: Vec<BorrowedFd<'_>> = vec![read_end.as_fd(); MAX_FDS_PER_MESSAGE];
         a.send(b"many", &fds).await?;
@@ -45,14 +45,14 @@ fn up_to_253_descriptors_travel_and_254_are_refused_before_sending() {
             .ok_or_else(|| fail("254 sent"))?;
         ensure(err.kind() == ErrorKind::InvalidInput, format!("{err:?}"))?;
         ensure(err.to_string().contains("253"), err.to_string())?;
-        nothing_arrives(&b).await
+        nothing_arrives(&mut b).await
     });
 }
 
 #[test]
 fn the_largest_record_travels_and_one_byte_more_is_refused_naming_the_limit() {
     run(|| async {
-        let (a, b) = ConnectedSocket::pair()?;
+        let (mut a, mut b) = ConnectedSocket::pair()?;
         let limit = getsockopt(&a.as_fd(), sockopt::SndBuf).map_err(io::Error::from)? - 32;
         let big: Vec<u8> = (0..limit).map(|i| (i % 251) as u8).collect();
         a.send(&big, &[]).await?;
@@ -73,7 +73,7 @@ fn the_largest_record_travels_and_one_byte_more_is_refused_naming_the_limit() {
             err.to_string().contains(&format!("{limit} bytes")),
             err.to_string(),
         )?;
-        nothing_arrives(&b).await?;
+        nothing_arrives(&mut b).await?;
         a.send(b"next", &[]).await?;
         ensure(
             &b.recv().await?.ok_or_else(|| fail("closed"))?.data[..] == b"next",
@@ -85,7 +85,7 @@ fn the_largest_record_travels_and_one_byte_more_is_refused_naming_the_limit() {
 #[test]
 fn an_empty_message_is_refused_but_descriptors_alone_travel() {
     run(|| async {
-        let (a, b) = ConnectedSocket::pair()?;
+        let (mut a, mut b) = ConnectedSocket::pair()?;
         let err = a
             .send(b"", &[])
             .await
@@ -112,7 +112,7 @@ fn an_empty_record_from_a_connected_peer_is_skipped_and_shutdown_is_end_of_strea
     let _capture = logs.capture();
     run(|| async {
         let (ours, theirs) = raw_pair(SockType::SeqPacket);
-        let ours = ConnectedSocket::try_from(ours)?;
+        let mut ours = ConnectedSocket::try_from(ours)?;
         raw_send(theirs.as_fd(), b"", &[])?;
         raw_send(theirs.as_fd(), b"after the empty one", &[])?;
         let got = ours
@@ -137,7 +137,7 @@ fn an_empty_record_from_a_connected_peer_is_skipped_and_shutdown_is_end_of_strea
 fn a_record_longer_than_recv_takes_is_an_error_and_its_descriptors_are_closed() {
     run(|| async {
         let (ours, theirs) = raw_pair(SockType::SeqPacket);
-        let ours = ConnectedSocket::try_from(ours)?;
+        let mut ours = ConnectedSocket::try_from(ours)?;
         // Only a privileged peer can send more than MAX_RECV_SIZE (the tests run as
         // root in CI): raise its buffer past the sysctl limit.
         setsockopt(&theirs, sockopt::SndBufForce, &(4 * MAX_RECV_SIZE)).map_err(io::Error::from)?;
@@ -171,7 +171,7 @@ fn a_record_longer_than_recv_takes_is_an_error_and_its_descriptors_are_closed() 
 #[test]
 fn recv_into_reuses_the_callers_buffers() {
     run(|| async {
-        let (a, b) = ConnectedSocket::pair()?;
+        let (mut a, mut b) = ConnectedSocket::pair()?;
         let (read_end, _write_end) = common::pipe();
         let mut data = BytesMut::with_capacity(64);
         let mut fds = Vec::new();

@@ -98,7 +98,7 @@ fn revoking_refuses_later_connects_and_ends_queued_ones_only_for_that_address() 
         let (original, bound) = make_bound_socket()?;
         let (a_id, a) = bound.mint_address()?;
         let (b_id, b) = bound.mint_address()?;
-        let queued_on_a = a.connect().await?;
+        let mut queued_on_a = a.connect().await?;
         bound.revoke(a_id)?;
         ensure(
             bounded("queued connection", queued_on_a.recv())
@@ -130,7 +130,7 @@ fn revoking_refuses_later_connects_and_ends_queued_ones_only_for_that_address() 
         )?;
 
         // Revoking the original: its holders are refused, minted ones go on.
-        let queued_on_original = original.connect().await?;
+        let mut queued_on_original = original.connect().await?;
         bound.revoke(bound.address_id())?;
         ensure(
             bounded("queued", queued_on_original.recv())
@@ -284,7 +284,7 @@ fn thousands_of_minted_addresses_and_dropping_the_bound_socket_revokes_all() {
             let (_client, server) = connect_and_accept(address, &bound).await?;
             ensure(server.address_id() == Some(*id), format!("address {index}"))?;
         }
-        let queued = minted[7].1.connect().await?;
+        let mut queued = minted[7].1.connect().await?;
         drop(bound);
         ensure(
             bounded("queued", queued.recv()).await??.is_none(),

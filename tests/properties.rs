@@ -46,7 +46,11 @@ fn payload(index: usize, len: usize) -> Vec<u8> {
 }
 
 /// Sends `plan` from `a` while receiving on `b`, and checks every message.
-async fn exchange(a: &ConnectedSocket, b: &ConnectedSocket, plan: &[Planned]) -> io::Result<()> {
+async fn exchange(
+    a: &mut ConnectedSocket,
+    b: &mut ConnectedSocket,
+    plan: &[Planned],
+) -> io::Result<()> {
     let pool: Vec<OwnedFd> = (0..POOL).map(|_| common::pipe().0).collect();
     let inodes: Vec<u64> = pool.iter().map(inode).collect();
     let send = async {
@@ -90,9 +94,9 @@ proptest! {
     #[test]
     fn messages_through_a_pair_arrive_intact_and_in_order(plan in proptest::collection::vec(planned(), 1..40)) {
         run(|| async {
-            let (a, b) = ConnectedSocket::pair()?;
-            exchange(&a, &b, &plan).await?;
-            exchange(&b, &a, &plan).await
+            let (mut a, mut b) = ConnectedSocket::pair()?;
+            exchange(&mut a, &mut b, &plan).await?;
+            exchange(&mut b, &mut a, &plan).await
         });
     }
 
@@ -100,9 +104,9 @@ proptest! {
     fn messages_through_connect_and_accept_arrive_intact_and_in_order(plan in proptest::collection::vec(planned(), 1..40)) {
         run(|| async {
             let (address, bound) = make_bound_socket()?;
-            let (client, server) = tokio::try_join!(address.connect(), bound.accept())?;
-            exchange(&client, &server, &plan).await?;
-            exchange(&server, &client, &plan).await
+            let (mut client, mut server) = tokio::try_join!(address.connect(), bound.accept())?;
+            exchange(&mut client, &mut server, &plan).await?;
+            exchange(&mut server, &mut client, &plan).await
         });
     }
 }

@@ -46,7 +46,7 @@ async fn converse_with_python(
         drop(command);
 
         // Python as a client of ours.
-        let connection = bounded("accept from python", bound.accept()).await??;
+        let mut connection = bounded("accept from python", bound.accept()).await??;
         ensure(
             connection.address_id() == Some(id),
             "attributed to the address python was given",
@@ -82,7 +82,7 @@ async fn converse_with_python(
             "address message",
         )?;
         let python_address = SocketAddress::try_from(message.fds.remove(0))?;
-        let to_python = python_address.connect().await?;
+        let mut to_python = python_address.connect().await?;
         let (token, _token_peer) = common::pipe();
         to_python.send(b"rust client", &[token.as_fd()]).await?;
         let reply = bounded("python's reply", to_python.recv())

@@ -44,7 +44,7 @@ async fn refused_and_broken_pipe() -> io::Result<()> {
         err.to_string().contains("leads to no server"),
         err.to_string(),
     )?;
-    let (a, b) = ConnectedSocket::pair()?;
+    let (mut a, b) = ConnectedSocket::pair()?;
     drop(b);
     let err = a
         .send(b"x", &[])
@@ -93,7 +93,7 @@ fn queued_clients_see_their_connection_end_when_the_server_drops() {
             queued.push(address.connect().await?);
         }
         drop(bound);
-        for connection in &queued {
+        for connection in &mut queued {
             // recv: end of stream (the server end died in the queue).
             let got = bounded("recv on an orphaned connection", connection.recv()).await??;
             ensure(got.is_none(), "recv reports end of stream")?;
@@ -114,9 +114,9 @@ fn accept_with_no_address_left_fails_at_once_and_keeps_failing() {
     run(|| async {
         let (address, bound) = make_bound_socket()?;
         // A request queued before the last address closed is still served.
-        let client = address.connect().await?;
+        let mut client = address.connect().await?;
         drop(address);
-        let server = bounded("accept of the queued request", bound.accept()).await??;
+        let mut server = bounded("accept of the queued request", bound.accept()).await??;
         client.send(b"still here", &[]).await?;
         ensure(server.recv().await?.is_some(), "queued connection works")?;
         for _ in 0..3 {
@@ -138,7 +138,7 @@ fn accept_with_no_address_left_fails_at_once_and_keeps_failing() {
 fn connect_waits_while_the_queue_is_full_and_a_cancelled_connect_sends_nothing() {
     run(|| async {
         let (address, bound) = make_bound_socket()?;
-        let queued = fill_queue(&address, Duration::from_millis(200)).await?;
+        let mut queued = fill_queue(&address, Duration::from_millis(200)).await?;
         ensure(
             queued.len() > 5,
             format!("only {} requests fit", queued.len()),
@@ -164,15 +164,18 @@ fn connect_waits_while_the_queue_is_full_and_a_cancelled_connect_sends_nothing()
         for _ in 0..queued.len() {
             accepted.push(bounded("accept", bound.accept()).await??);
         }
-        let late = bounded("the waiting connect", waiting)
+        let mut late = bounded("the waiting connect", waiting)
             .await?
             .map_err(io::Error::other)??;
         accepted.push(bounded("accept of the waiting connect", bound.accept()).await??);
 
         // Exactly one connection per completed connect, in order: the cancelled
         // ones sent nothing.
-        let clients: Vec<&ConnectedSocket> = queued.iter().chain(std::iter::once(&late)).collect();
-        for (i, (client, server)) in clients.iter().zip(&accepted).enumerate() {
+        let clients: Vec<&mut ConnectedSocket> = queued
+            .iter_mut()
+            .chain(std::iter::once(&mut late))
+            .collect();
+        for (i, (client, server)) in clients.into_iter().zip(&mut accepted).enumerate() {
             client.send(format!("{i}").as_bytes(), &[]).await?;
             let got = server.recv().await?.ok_or_else(|| fail("closed"))?;
             ensure(
@@ -198,7 +201,7 @@ fn a_child_inherits_the_address_connects_and_exchanges_descriptors() {
                 std::env::var_os(tokio_imc::handoff::ENV_VAR).is_none(),
                 "variable removed",
             )?;
-            let connection = address.connect().await?;
+            let mut connection = address.connect().await?;
             let memfd =
                 nix::sys::memfd::memfd_create(c"child", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
                     .map_err(io::Error::from)?;
@@ -224,7 +227,7 @@ fn a_child_inherits_the_address_connects_and_exchanges_descriptors() {
         let process = command.spawn()?;
         drop(command);
         let pid = process.id() as i32;
-        let connection = bounded("accept from the child", bound.accept()).await??;
+        let mut connection = bounded("accept from the child", bound.accept()).await??;
         ensure(
             connection.peer_credentials()?.pid == pid,
             "peer_credentials names the child",

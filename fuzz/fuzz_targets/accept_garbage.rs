@@ -8,11 +8,18 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use nix::sys::socket::{sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+};
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"))
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
 }
 
 fn pair(kind: SockType) -> (OwnedFd, OwnedFd) {
@@ -51,15 +58,21 @@ fuzz_target!(|input: &[u8]| {
             let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
             let rights = [ControlMessage::ScmRights(&raw)];
             let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
-            let _ = sendmsg::<()>(address.as_raw_fd(), &[IoSlice::new(data)], cmsgs, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT, None);
+            let _ = sendmsg::<()>(
+                address.as_raw_fd(),
+                &[IoSlice::new(data)],
+                cmsgs,
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                None,
+            );
         }
-        let client = address.connect().await.expect("a well-formed connect");
+        let mut client = address.connect().await.expect("a well-formed connect");
         client.send(b"good", &[]).await.expect("send");
         // A garbage chunk of 'c' plus one connected seqpacket end is a valid request
         // and may be accepted first; with their peers closed, those read as ended.
         drop(keep);
         loop {
-            let server = bound.accept().await.expect("accept never fails on garbage");
+            let mut server = bound.accept().await.expect("accept never fails on garbage");
             match server.recv().await {
                 Ok(Some(message)) if &message.data[..] == b"good" => break,
                 Ok(None) | Err(_) => continue,

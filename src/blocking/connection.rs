@@ -25,19 +25,19 @@ impl ConnectedSocket {
 
     /// Sends one record; see [`crate::ConnectedSocket::send`]. Blocks while the
     /// socket's buffer is full.
-    pub fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    pub fn send(&mut self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         block_on("send", self.inner.send(data, fds))?
     }
 
     /// Receives one record, or `None` at end-of-stream; see
     /// [`crate::ConnectedSocket::recv`].
-    pub fn recv(&self) -> io::Result<Option<Message>> {
+    pub fn recv(&mut self) -> io::Result<Option<Message>> {
         block_on("recv", self.inner.recv())?
     }
 
     /// As [`recv`](Self::recv), failing with `TimedOut` after `limit`; no record
     /// is lost by the timeout.
-    pub fn recv_timeout(&self, limit: Duration) -> io::Result<Option<Message>> {
+    pub fn recv_timeout(&mut self, limit: Duration) -> io::Result<Option<Message>> {
         block_on_timeout("recv", limit, self.inner.recv())
     }
 

@@ -16,13 +16,13 @@
 //! # fn main() -> std::io::Result<()> {
 //! let (address, bound) = blocking::make_bound_socket()?;
 //! let server = std::thread::spawn(move || -> std::io::Result<()> {
-//!     let connection = bound.accept()?;
+//!     let mut connection = bound.accept()?;
 //!     while let Some(message) = connection.recv()? {
 //!         connection.send(&message.data, &[])?;
 //!     }
 //!     Ok(())
 //! });
-//! let connection = address.connect()?;
+//! let mut connection = address.connect()?;
 //! connection.send(b"ping", &[])?;
 //! assert_eq!(&connection.recv()?.expect("an echo").data[..], b"ping");
 //! drop(connection);
