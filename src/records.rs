@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use nix::sys::socket::{getsockopt, sockopt};
 use tokio::io::Interest;
 
@@ -23,12 +23,12 @@ pub const MAX_RECV_SIZE: usize = 512 * 1024;
 
 thread_local! {
     /// The length of the last record received on this thread: the guess for the
-    /// next one, which decides how it is received (see `sys::recv_into`).
+    /// next one, which decides how it is received.
     static LAST_RECORD: Cell<usize> = const { Cell::new(0) };
 
-    /// Where a record lands when the caller's buffer may be too small for it,
-    /// before it is appended. One per thread, allocated on first use; the kernel
-    /// only touches the pages a record needs.
+    /// Where a record lands when the buffer it is received into may be too small
+    /// for it. One per thread, allocated on first use; the kernel only touches
+    /// the pages a record needs.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -51,14 +51,32 @@ pub(crate) async fn send(
 /// Receives one record as a [`Message`] (see
 /// [`ConnectedSocket::recv`](crate::ConnectedSocket::recv)).
 pub(crate) async fn recv(io: &mut impl Wait) -> io::Result<Option<Message>> {
-    // Empty: the receive sizes it. A small record is then allocated exactly, so
-    // `freeze` needs no second allocation (it does when length != capacity).
+    loop {
+        let (received, data) = io.io(Interest::READABLE, receive_owned).await?;
+        match judge(io.fd()?, received, data.len())? {
+            Judged::Record(fds) => return Ok(Some(Message { data, fds })),
+            Judged::End => return Ok(None),
+            Judged::Skipped => {}
+        }
+    }
+}
+
+/// One `recvmsg` for [`recv`], into a new buffer: allocated exactly for a small
+/// record (received in the thread's scratch buffer, then copied), or at the
+/// expected size for a large one (received straight into it).
+fn receive_owned(fd: BorrowedFd<'_>) -> io::Result<(Received, Bytes)> {
+    let expected = LAST_RECORD.with(Cell::get);
     let mut data = BytesMut::new();
-    let mut fds = Vec::new();
-    Ok(recv_into(io, &mut data, &mut fds).await?.map(|_| Message {
-        data: data.freeze(),
-        fds,
-    }))
+    let received = SCRATCH.with(|scratch| {
+        sys::recv_into(
+            fd,
+            &mut data,
+            &mut scratch.borrow_mut(),
+            MAX_RECV_SIZE,
+            expected,
+        )
+    })?;
+    Ok((received, data.freeze()))
 }
 
 /// Receives one record into caller-owned buffers (see
@@ -81,31 +99,34 @@ pub(crate) async fn recv_into(
                 })
             })
             .await?;
-        let fd = io.fd()?;
-        match classify(fd, received, start, data)? {
-            Some(mut record_fds) => {
-                let len = data.len() - start;
-                LAST_RECORD.with(|last| last.set(len));
+        match judge(io.fd()?, received, data.len() - start) {
+            Ok(Judged::Record(mut record_fds)) => {
                 fds.append(&mut record_fds);
-                return Ok(Some(len));
+                return Ok(Some(data.len() - start));
             }
-            None if sys::read_hung_up(fd)? => return Ok(None),
-            None => peer_warn!(
-                fd = fd.as_raw_fd(),
-                "skipped an empty record from a connected peer"
-            ),
+            Ok(Judged::End) => return Ok(None),
+            Ok(Judged::Skipped) => {}
+            Err(err) => {
+                data.truncate(start);
+                return Err(err);
+            }
         }
     }
 }
 
-/// Turns one `recvmsg` result into the record's descriptors, an error, or
-/// `None` for an empty record. Undoes what was appended to `data` on error.
-fn classify(
-    fd: BorrowedFd<'_>,
-    received: Received,
-    start: usize,
-    data: &mut BytesMut,
-) -> io::Result<Option<Vec<OwnedFd>>> {
+/// What one `recvmsg` turned out to be.
+enum Judged {
+    /// A record, with its descriptors.
+    Record(Vec<OwnedFd>),
+    /// End-of-stream.
+    End,
+    /// An empty record from a peer that is still connected: skipped.
+    Skipped,
+}
+
+/// Turns one `recvmsg` result (of `len` bytes kept) into a record, end-of-stream,
+/// a skipped empty record, or an error (the record dropped).
+fn judge(fd: BorrowedFd<'_>, received: Received, len: usize) -> io::Result<Judged> {
     if received.stray_fds > 0 || received.other_records > 0 || received.malformed_control {
         peer_warn!(
             fd = fd.as_raw_fd(),
@@ -116,7 +137,6 @@ fn classify(
         );
     }
     if received.data_truncated {
-        data.truncate(start);
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
@@ -126,17 +146,24 @@ fn classify(
         ));
     }
     if received.control_truncated {
-        data.truncate(start);
         return Err(io::Error::other(format!(
             "a record's descriptors did not all arrive (MSG_CTRUNC, most often because this process \
              is out of descriptors: EMFILE); the record was dropped and the {} that arrived were closed",
             received.fds.len()
         )));
     }
-    if received.is_empty() {
-        return Ok(None);
+    if !received.is_empty() {
+        LAST_RECORD.with(|last| last.set(len));
+        return Ok(Judged::Record(received.fds));
     }
-    Ok(Some(received.fds))
+    if sys::read_hung_up(fd)? {
+        return Ok(Judged::End);
+    }
+    peer_warn!(
+        fd = fd.as_raw_fd(),
+        "skipped an empty record from a connected peer"
+    );
+    Ok(Judged::Skipped)
 }
 
 /// Names the limit an oversized record broke.

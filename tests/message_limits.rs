@@ -200,3 +200,41 @@ fn recv_into_reuses_the_callers_buffers() {
         )
     });
 }
+
+#[test]
+fn messages_kept_or_dropped_in_any_mix_of_sizes_keep_their_bytes() {
+    run(|| async {
+        // Sizes that switch `recv` between its small-record path (scratch, then an
+        // exact copy) and its large one (an allocation of the expected size,
+        // spilling into scratch when the record is larger than expected).
+        const SIZES: [usize; 10] = [1, 63, 64, 1000, 4095, 4096, 4097, 10_000, 100_000, 3];
+        let content = |index: usize, len: usize| -> Vec<u8> {
+            (0..len)
+                .map(|i| (i ^ index.wrapping_mul(131)) as u8)
+                .collect()
+        };
+        let (mut a, mut b) = ConnectedSocket::pair()?;
+        let mut kept = Vec::new();
+        for index in 0..3000 {
+            let len = SIZES[(index * 7) % SIZES.len()];
+            let sending = content(index, len);
+            let (sent, got) = tokio::join!(a.send(&sending, &[]), b.recv());
+            sent?;
+            let got = got?.ok_or_else(|| fail("closed"))?;
+            ensure(
+                got.data[..] == sending[..],
+                format!("message {index} ({len} bytes)"),
+            )?;
+            if index % 3 == 0 {
+                kept.push((index, got.data));
+            }
+        }
+        for (index, data) in kept {
+            ensure(
+                data[..] == content(index, data.len())[..],
+                format!("kept message {index} changed after later receives"),
+            )?;
+        }
+        Ok(())
+    });
+}
