@@ -258,3 +258,69 @@ fn a_child_with_no_runtime_uses_the_blocking_api() {
         expect_success(process);
     });
 }
+
+#[test]
+fn split_halves_let_threads_send_while_another_receives_and_unsplit() {
+    run_without_runtime(|| {
+        const THREADS: u32 = 4;
+        const EACH: u32 = 200;
+        let (a, b) = blocking::ConnectedSocket::pair().expect("pair");
+        let (a_recv, a_send) = a.into_split().expect("split a");
+        let (b_recv, b_send) = b.into_split().expect("split b");
+        // The receiving thread echoes every record back while senders keep going.
+        let echo = std::thread::spawn(
+            move || -> io::Result<(blocking::RecvHalf, blocking::SendHalf)> {
+                while let Some(message) = b_recv.recv_timeout(common::HANG)? {
+                    b_send.send(&message.data, &[])?;
+                    if &message.data[..] == b"last" {
+                        break;
+                    }
+                }
+                Ok((b_recv, b_send))
+            },
+        );
+        let a_send = Arc::new(a_send);
+        let senders: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let a_send = Arc::clone(&a_send);
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        a_send
+                            .send(&(t * EACH + i).to_ne_bytes(), &[])
+                            .expect("send");
+                    }
+                })
+            })
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..THREADS * EACH {
+            let message = a_recv
+                .recv_timeout(common::HANG)
+                .expect("recv")
+                .expect("open");
+            let n = u32::from_ne_bytes(message.data[..].try_into().expect("4 bytes"));
+            assert!(seen.insert(n), "record {n} twice");
+        }
+        assert_eq!(seen.len() as u32, THREADS * EACH);
+        for sender in senders {
+            sender.join().expect("sender thread");
+        }
+        a_send.send(b"last", &[]).expect("send");
+        let (b_recv, b_send) = echo.join().expect("echo thread").expect("echo");
+        let a_send = Arc::into_inner(a_send).expect("the senders are done");
+        let mut a = a_recv
+            .unsplit(a_send)
+            .map_err(|_| "own halves")
+            .expect("unsplit a");
+        let mut b = b_recv
+            .unsplit(b_send)
+            .map_err(|_| "own halves")
+            .expect("unsplit b");
+        assert_eq!(&a.recv().expect("recv").expect("open").data[..], b"last");
+        b.send(b"whole again", &[]).expect("send");
+        assert_eq!(
+            &a.recv().expect("recv").expect("open").data[..],
+            b"whole again"
+        );
+    });
+}

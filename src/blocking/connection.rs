@@ -6,7 +6,8 @@ use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use super::conversions::blocking_wrapper;
-use super::runtime::{block_on, block_on_timeout};
+use super::runtime::{block_on, block_on_timeout, in_runtime};
+use super::split::{RecvHalf, SendHalf};
 use crate::{AddressId, Credentials, Message};
 
 /// The blocking twin of [`crate::ConnectedSocket`].
@@ -55,6 +56,34 @@ impl ConnectedSocket {
     /// See [`crate::ConnectedSocket::shutdown`].
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.inner.shutdown(how)
+    }
+
+    /// Splits the connection into halves that work through `&self`, for one
+    /// thread to receive while others send; see
+    /// [`crate::ConnectedSocket::into_split`]. Registers the socket with the
+    /// blocking runtime now.
+    ///
+    /// ```
+    /// use tokio_imc::blocking::ConnectedSocket;
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, mut b) = ConnectedSocket::pair()?;
+    /// let (receiver, sender) = a.into_split()?;
+    /// let echo = std::thread::spawn(move || -> std::io::Result<()> {
+    ///     while let Some(message) = receiver.recv()? {
+    ///         sender.send(&message.data, &[])?;
+    ///     }
+    ///     Ok(())
+    /// });
+    /// b.send(b"ping", &[])?;
+    /// assert_eq!(&b.recv()?.expect("an echo").data[..], b"ping");
+    /// drop(b);
+    /// echo.join().expect("echo thread")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn into_split(self) -> io::Result<(RecvHalf, SendHalf)> {
+        let (recv, send) = in_runtime("into_split", || self.inner.into_split())??;
+        Ok((RecvHalf { inner: recv }, SendHalf { inner: send }))
     }
 
     /// Takes the connection a parent passed under `name` (see [`crate::handoff`]).

@@ -35,6 +35,7 @@ mod bound;
 mod connection;
 mod conversions;
 mod runtime;
+mod split;
 
 use std::io;
 
@@ -42,6 +43,7 @@ pub use crate::Message;
 pub use address::SocketAddress;
 pub use bound::BoundSocket;
 pub use connection::ConnectedSocket;
+pub use split::{RecvHalf, SendHalf};
 
 /// Makes a bound socket and its address; see [`crate::make_bound_socket`].
 pub fn make_bound_socket() -> io::Result<(SocketAddress, BoundSocket)> {

@@ -37,13 +37,26 @@ pub fn shared() -> io::Result<&'static Runtime> {
 /// inside a Tokio runtime: that would stall the runtime (and a nested `block_on`
 /// panics).
 pub fn block_on<F: Future>(what: &str, future: F) -> io::Result<F::Output> {
+    refuse_inside_tokio(what)?;
+    Ok(shared()?.block_on(future))
+}
+
+fn refuse_inside_tokio(what: &str) -> io::Result<()> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(io::Error::other(format!(
             "tokio_imc::blocking: {what} was called from inside a Tokio runtime, where blocking \
              would stall it; use the async API there (see `into_async`)"
         )));
     }
-    Ok(shared()?.block_on(future))
+    Ok(())
+}
+
+/// Runs `f` inside the shared runtime's context (so what it registers belongs to
+/// that runtime), refusing as [`block_on`] does inside another Tokio runtime.
+pub fn in_runtime<T>(what: &str, f: impl FnOnce() -> T) -> io::Result<T> {
+    refuse_inside_tokio(what)?;
+    let _context = shared()?.enter();
+    Ok(f())
 }
 
 /// As [`block_on`] for an I/O future, failing with `TimedOut` after `limit`. The
