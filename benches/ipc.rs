@@ -247,15 +247,25 @@ fn connect_accept(settings: &Settings) {
         "connection",
         vec![imc, tokio_path, tokio_abstract, seqpacket, raw, facade],
     );
-    let imc = find(&results, "tokio-imc async").ns_per_op;
-    let path = find(&results, "tokio UnixListener, filesystem path").ns_per_op;
-    let floor = find(&results, "raw blocking syscalls, same protocol (floor)").ns_per_op;
-    let facade = find(&results, "tokio-imc blocking facade").ns_per_op;
-    target("tokio-imc rate / tokio path rate", path / imc, 1.2, true);
-    target("tokio-imc time / raw floor time", imc / floor, 1.3, false);
+    let imc = find(&results, "tokio-imc async");
+    let path = find(&results, "tokio UnixListener, filesystem path");
+    let floor = find(&results, "raw blocking syscalls, same protocol (floor)");
+    let facade = find(&results, "tokio-imc blocking facade");
+    target(
+        "tokio-imc rate / tokio path rate",
+        path.ratio_to(imc),
+        1.2,
+        true,
+    );
+    target(
+        "tokio-imc time / raw floor time",
+        imc.ratio_to(floor),
+        1.3,
+        false,
+    );
     target(
         "blocking facade time / raw floor time",
-        facade / floor,
+        facade.ratio_to(floor),
         1.5,
         false,
     );
@@ -339,11 +349,9 @@ fn concurrent_connects(settings: &Settings) {
         "connection",
         sides,
     );
-    let one = results[0].ns_per_op;
-    let many = results[2].ns_per_op;
     target(
         "cost per connection, 256 connectors / 1 connector",
-        many / one,
+        results[2].ratio_to(&results[0]),
         1.5,
         false,
     );
@@ -411,7 +419,7 @@ fn round_trip_one_thread(settings: &Settings, fd_count: usize) {
     let results = compare(settings, &title, "round trip", vec![imc, seqpacket, raw]);
     target(
         &format!("tokio-imc / tokio-seqpacket, {fd_count} fd(s), one thread"),
-        results[0].ns_per_op / results[1].ns_per_op,
+        results[0].ratio_to(&results[1]),
         1.05,
         false,
     );
@@ -478,8 +486,18 @@ fn unpin(before: Option<nix::sched::CpuSet>) {
 /// Two threads: the caller on CPU 0 and every echo peer on `echo_cpu`, for every
 /// side alike. Where threads land decides the cost of a wake-up (same core or not)
 /// far more than any code under test, so it is fixed, not left to the scheduler.
+///
+/// A cross-core round trip takes ~100 µs here and its wake-up latency varies a
+/// lot, so those rounds run 4 times longer to hold enough round trips.
 fn round_trip_two_threads(settings: &Settings, fd_count: usize, echo_cpu: usize) {
     let before = pin_to(0);
+    let longer;
+    let settings = if echo_cpu == 0 {
+        settings
+    } else {
+        longer = settings.with_round_time(settings.round_time * 4);
+        &longer
+    };
     round_trip_two_threads_pinned(settings, fd_count, echo_cpu);
     unpin(before);
 }
@@ -618,7 +636,7 @@ fn round_trip_two_threads_pinned(settings: &Settings, fd_count: usize, echo_cpu:
         &format!(
             "tokio-imc / tokio-seqpacket, {fd_count} fd(s), two threads, CPU 0 <-> {echo_cpu}"
         ),
-        results[0].ns_per_op / results[1].ns_per_op,
+        results[0].ratio_to(&results[1]),
         1.05,
         false,
     );
@@ -746,22 +764,21 @@ fn throughput(settings: &Settings) {
                 size as f64 / r.ns_per_op * 1e3
             );
         }
-        let base = results[0].ns_per_op;
         target(
             &format!("recv_into / tokio-seqpacket, {size} B"),
-            results[1].ns_per_op / base,
+            results[1].ratio_to(&results[0]),
             1.05,
             false,
         );
         target(
             &format!("recv / tokio-seqpacket + copy into a Bytes, {size} B"),
-            results[3].ns_per_op / results[2].ns_per_op,
+            results[3].ratio_to(&results[2]),
             1.05,
             false,
         );
         println!(
             "  (recv / tokio-seqpacket reading into a reused buffer, {size} B: {:.2})",
-            results[3].ns_per_op / base
+            results[3].ratio_to(&results[0])
         );
     }
 }
@@ -821,12 +838,11 @@ fn minted_accept(settings: &Settings) {
         "accept",
         sides,
     );
-    let one = results[0].ns_per_op;
     for r in &results[1..] {
         if r.name.starts_with("5000") {
             target(
                 &format!("{} / 1 minted address", r.name),
-                r.ns_per_op / one,
+                r.ratio_to(&results[0]),
                 1.2,
                 false,
             );

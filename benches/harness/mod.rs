@@ -3,8 +3,10 @@
 //! Each comparison runs every side in the same process, in rounds: side A for a
 //! calibrated number of operations, then side B, then C, ..., then A again. The
 //! machine's noise (other tenants, frequency changes) then lands on every side
-//! alike, and the reported figure is the median time per operation over the rounds,
-//! with each side's ratio to the group's baseline (the first side).
+//! alike. Reported: the median time per operation over the rounds, and ratios
+//! between sides computed *per round* (each round's sides ran within a fraction of
+//! a second of each other) and then taken at their median, so a slow phase of the
+//! machine that spans a round cannot skew a ratio.
 #![allow(dead_code)]
 
 use std::time::{Duration, Instant};
@@ -29,7 +31,23 @@ impl<'a> Side<'a> {
 #[derive(Clone, Debug)]
 pub struct Measured {
     pub name: String,
+    /// Median over the rounds.
     pub ns_per_op: f64,
+    /// Time per operation in each round, in round order.
+    pub rounds: Vec<f64>,
+}
+
+impl Measured {
+    /// This side's time relative to `other`'s: the median of the per-round ratios.
+    pub fn ratio_to(&self, other: &Measured) -> f64 {
+        let mut ratios: Vec<f64> = self
+            .rounds
+            .iter()
+            .zip(&other.rounds)
+            .map(|(mine, theirs)| mine / theirs)
+            .collect();
+        median(&mut ratios)
+    }
 }
 
 /// Settings from the command line: `cargo bench -- [filter] [--quick]`.
@@ -49,8 +67,17 @@ impl Settings {
             args.iter().any(|a| a == "--quick") || std::env::var_os("BENCH_QUICK").is_some();
         Settings {
             filter: args.into_iter().find(|a| !a.starts_with("--")),
-            rounds: if quick { 3 } else { 15 },
+            rounds: if quick { 3 } else { 31 },
             round_time: Duration::from_millis(if quick { 5 } else { 25 }),
+        }
+    }
+
+    /// The same settings with rounds of `round_time` each.
+    pub fn with_round_time(&self, round_time: Duration) -> Settings {
+        Settings {
+            filter: self.filter.clone(),
+            rounds: self.rounds,
+            round_time,
         }
     }
 
@@ -100,14 +127,15 @@ pub fn compare(
     }
     let results: Vec<Measured> = sides
         .iter()
-        .zip(&mut samples)
-        .map(|(side, samples)| Measured {
+        .zip(samples)
+        .map(|(side, rounds)| Measured {
             name: side.name.clone(),
-            ns_per_op: median(samples),
+            ns_per_op: median(&mut rounds.clone()),
+            rounds,
         })
         .collect();
     println!(
-        "\n## {title}  (median of {} interleaved rounds; time per {per_op})",
+        "\n## {title}  (median of {} interleaved rounds; time per {per_op}; ratios paired per round)",
         settings.rounds
     );
     println!(
@@ -115,14 +143,13 @@ pub fn compare(
         "side", "ns/op", "ops/s", "time vs first"
     );
     println!("|{:-<46}|{:->14}|{:->14}|{:->17}|", "", "", "", "");
-    let base = results[0].ns_per_op;
     for r in &results {
         println!(
             "| {:<44} | {:>12.0} | {:>12.0} | {:>14.2}x |",
             r.name,
             r.ns_per_op,
             1e9 / r.ns_per_op,
-            r.ns_per_op / base
+            r.ratio_to(&results[0])
         );
     }
     results
