@@ -67,9 +67,7 @@ impl ConnectedSocket {
     /// (for moving between the blocking facade and async code).
     pub(crate) fn unregistered(self) -> Self {
         match self.io.into_endpoint() {
-            Ok(endpoint) => ConnectedSocket {
-                io: ConnectionIo::Direct(endpoint),
-            },
+            Ok(endpoint) => Self::from_endpoint(endpoint),
             Err(_) => ConnectedSocket {
                 io: ConnectionIo::Vacant,
             },
@@ -179,11 +177,13 @@ impl ConnectedSocket {
     /// through `&self`, for one task to receive while others send (each half can
     /// be shared, e.g. in an `Arc`). [`RecvHalf::unsplit`] puts them back together.
     ///
-    /// Registers the socket with the current runtime's reactor now.
+    /// Needs no runtime: the halves register the socket with the reactor when one
+    /// of them first waits, as a connection does.
     ///
     /// # Errors
     ///
-    /// Fails outside a Tokio runtime, or if the reactor refuses the socket.
+    /// Fails (`NotConnected`) only for a connection whose descriptor was lost to a
+    /// panic while registering (see its `AsFd` implementation).
     ///
     /// # Examples
     ///
@@ -204,18 +204,14 @@ impl ConnectedSocket {
     /// echo.await??;
     /// # Ok(()) }
     /// ```
-    pub fn into_split(mut self) -> io::Result<(RecvHalf, SendHalf)> {
-        self.io.registered()?;
-        match self.io {
-            ConnectionIo::Registered(registered) => Ok(crate::split::split(registered)),
-            _ => Err(io::Error::other("the connection was not registered")),
-        }
+    pub fn into_split(self) -> io::Result<(RecvHalf, SendHalf)> {
+        Ok(crate::split::split(self.io.into_endpoint()?))
     }
 
-    /// Rebuilds a connection from the registration its halves shared.
-    pub(crate) fn from_registered(registered: tokio::io::unix::AsyncFd<Endpoint>) -> Self {
+    /// A connection, not registered with any reactor, from its endpoint.
+    pub(crate) fn from_endpoint(endpoint: Endpoint) -> Self {
         ConnectedSocket {
-            io: ConnectionIo::Registered(registered),
+            io: ConnectionIo::Direct(endpoint),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The two halves of a split [`ConnectedSocket`]: one receives and one sends, each
-//! through `&self`, sharing the connection's reactor registration.
+//! through `&self`, sharing the socket (registered with the reactor, once, when
+//! either first waits).
 
 use std::fmt;
 use std::io;
@@ -7,14 +8,14 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::unix::AsyncFd;
 
+use crate::sys::LazyIo;
 use crate::wait::Endpoint;
 use crate::{records, AddressId, ConnectedSocket, Credentials, Message};
 
-/// Makes the halves of a registered connection.
-pub(crate) fn split(registered: AsyncFd<Endpoint>) -> (RecvHalf, SendHalf) {
-    let shared = Arc::new(registered);
+/// Makes the halves of a connection.
+pub(crate) fn split(endpoint: Endpoint) -> (RecvHalf, SendHalf) {
+    let shared = Arc::new(LazyIo::new(endpoint));
     (
         RecvHalf {
             shared: shared.clone(),
@@ -29,7 +30,7 @@ pub(crate) fn split(registered: AsyncFd<Endpoint>) -> (RecvHalf, SendHalf) {
 /// Its methods take `&self`. Two tasks receiving at once each get whole records,
 /// in no particular order between them.
 pub struct RecvHalf {
-    shared: Arc<AsyncFd<Endpoint>>,
+    shared: Arc<LazyIo<Endpoint>>,
 }
 
 /// The sending half of a [`ConnectedSocket`], from
@@ -38,7 +39,7 @@ pub struct RecvHalf {
 /// Its methods take `&self`: share it (e.g. in an `Arc`) to send from many tasks;
 /// their records never interleave.
 pub struct SendHalf {
-    shared: Arc<AsyncFd<Endpoint>>,
+    shared: Arc<LazyIo<Endpoint>>,
 }
 
 impl RecvHalf {
@@ -73,8 +74,8 @@ impl RecvHalf {
         }
         drop(send);
         match Arc::try_unwrap(self.shared) {
-            Ok(registered) => Ok(ConnectedSocket::from_registered(registered)),
-            Err(_) => unreachable!("the two halves are the only holders of the registration"),
+            Ok(shared) => Ok(ConnectedSocket::from_endpoint(shared.into_inner())),
+            Err(_) => unreachable!("the two halves are the only holders of the socket"),
         }
     }
 }
@@ -113,13 +114,13 @@ macro_rules! half_common {
 
         impl AsFd for $half {
             fn as_fd(&self) -> BorrowedFd<'_> {
-                self.shared.get_ref().fd()
+                self.shared.fd()
             }
         }
 
         impl AsRawFd for $half {
             fn as_raw_fd(&self) -> RawFd {
-                self.shared.get_ref().fd().as_raw_fd()
+                self.shared.fd().as_raw_fd()
             }
         }
 

@@ -262,6 +262,11 @@ unsafe impl OwnsFd for OwnedFd {}
 // replaced) and returns it from `as_fd`.
 unsafe impl OwnsFd for crate::address_set::EpollSet {}
 
+// SAFETY: an `Endpoint` owns its `OwnedFd` (a field private to `wait.rs`, set when
+// the endpoint is made and moved out only by consuming it) and returns it from
+// `as_fd`.
+unsafe impl OwnsFd for crate::wait::Endpoint {}
+
 /// Registers a connection's endpoint with the current runtime's reactor; on
 /// failure the endpoint comes back with the error.
 pub fn register_endpoint(

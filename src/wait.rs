@@ -4,8 +4,8 @@
 //! A connection's whole state is one [`ConnectionIo`]: 32 bytes, the size of
 //! Tokio's `AsyncFd` (and of a `tokio::net::UnixStream`), because the unregistered
 //! variant fits in the registered one's niche. Registering replaces the variant,
-//! so it needs `&mut`; a connection split into halves is registered up front and
-//! its halves share the registration through `&`.
+//! so it needs `&mut`; the halves of a split connection share their socket
+//! through `&` and register it through a synchronised cell instead.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use crate::sys::LazyIo;
 use crate::AddressId;
 
 /// The socket and what the connection knows about itself: 8 bytes.
@@ -35,6 +36,12 @@ impl Endpoint {
 
     pub(crate) fn into_fd(self) -> OwnedFd {
         self.fd
+    }
+}
+
+impl AsFd for Endpoint {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
@@ -144,6 +151,22 @@ impl Wait for &AsyncFd<Endpoint> {
         mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<R>,
     ) -> io::Result<R> {
         self.async_io(interest, |endpoint| op(endpoint.fd())).await
+    }
+}
+
+/// The halves of a split connection share one socket through `&`, so they
+/// register it lazily through a synchronised cell (see [`LazyIo`]).
+impl Wait for &LazyIo<Endpoint> {
+    fn fd(&self) -> io::Result<BorrowedFd<'_>> {
+        Ok(LazyIo::fd(self))
+    }
+
+    async fn io<R>(
+        &mut self,
+        interest: Interest,
+        op: impl FnMut(BorrowedFd<'_>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.async_io(interest, op).await
     }
 }
 

@@ -105,10 +105,34 @@ fn unsplit_returns_the_same_connection_and_refuses_halves_of_another() {
 }
 
 #[test]
-fn splitting_outside_a_runtime_is_an_error_not_a_panic() {
+fn splitting_needs_no_runtime_and_waiting_on_a_half_outside_one_is_an_error() {
     run_without_runtime(|| {
-        let (a, _b) = ConnectedSocket::pair().expect("pair");
-        let err = a.into_split().expect_err("no reactor to register with");
-        assert!(err.to_string().contains("needs a Tokio runtime"), "{err}");
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let (a, mut b) = ConnectedSocket::pair().expect("pair");
+        let (receiver, sender) = a.into_split().expect("no runtime needed to split");
+        let mut cx = Context::from_waker(Waker::noop());
+        // Work that completes at once needs none either.
+        let mut send = std::pin::pin!(sender.send(b"queued", &[]));
+        assert!(matches!(send.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+        let mut recv = std::pin::pin!(b.recv());
+        match recv.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(Some(message))) => assert_eq!(&message.data[..], b"queued"),
+            other => panic!(
+                "a queued record: {:?}",
+                other.map(|r| r.map(|m| m.map(drop)))
+            ),
+        }
+        // Waiting does: polled by something that is not Tokio, it is an error.
+        let mut wait = std::pin::pin!(receiver.recv());
+        match wait.as_mut().poll(&mut cx) {
+            Poll::Ready(Err(err)) => {
+                assert!(err.to_string().contains("needs a Tokio runtime"), "{err}")
+            }
+            other => panic!(
+                "waiting outside a runtime: {:?}",
+                other.map(|r| r.map(|m| m.map(drop)))
+            ),
+        }
     });
 }

@@ -6,7 +6,7 @@ use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use super::conversions::blocking_wrapper;
-use super::runtime::{block_on, block_on_timeout, in_runtime};
+use super::runtime::{block_on, block_on_timeout};
 use super::split::{RecvHalf, SendHalf};
 use crate::{AddressId, Credentials, Message};
 
@@ -60,8 +60,7 @@ impl ConnectedSocket {
 
     /// Splits the connection into halves that work through `&self`, for one
     /// thread to receive while others send; see
-    /// [`crate::ConnectedSocket::into_split`]. Registers the socket with the
-    /// blocking runtime now.
+    /// [`crate::ConnectedSocket::into_split`].
     ///
     /// ```
     /// use tokio_imc::blocking::ConnectedSocket;
@@ -82,7 +81,7 @@ impl ConnectedSocket {
     /// # Ok(()) }
     /// ```
     pub fn into_split(self) -> io::Result<(RecvHalf, SendHalf)> {
-        let (recv, send) = in_runtime("into_split", || self.inner.into_split())??;
+        let (recv, send) = self.inner.into_split()?;
         Ok((RecvHalf { inner: recv }, SendHalf { inner: send }))
     }
 

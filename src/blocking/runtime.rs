@@ -51,14 +51,6 @@ fn refuse_inside_tokio(what: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Runs `f` inside the shared runtime's context (so what it registers belongs to
-/// that runtime), refusing as [`block_on`] does inside another Tokio runtime.
-pub fn in_runtime<T>(what: &str, f: impl FnOnce() -> T) -> io::Result<T> {
-    refuse_inside_tokio(what)?;
-    let _context = shared()?.enter();
-    Ok(f())
-}
-
 /// As [`block_on`] for an I/O future, failing with `TimedOut` after `limit`. The
 /// futures it runs are cancel safe, so the object stays usable after a timeout.
 pub fn block_on_timeout<T>(
