@@ -154,9 +154,9 @@ impl ConnectedSocket {
 
     /// Receives one record into caller-owned buffers: its bytes are appended to
     /// `data` and its descriptors to `fds`. Returns the record's length, or `None`
-    /// at end-of-stream. Reusing `data` across calls avoids an allocation per record;
-    /// with [`MAX_RECV_SIZE`](crate::MAX_RECV_SIZE) bytes of spare capacity the record is received straight
-    /// into it, with no copy at all.
+    /// at end-of-stream. Reusing `data` across calls avoids an allocation per
+    /// record; with [`MAX_RECV_SIZE`](crate::MAX_RECV_SIZE) bytes of spare capacity
+    /// the record is received straight into it, with no copy at all.
     ///
     /// # Errors
     ///
@@ -285,6 +285,12 @@ impl AsRawFd for ConnectedSocket {
 }
 
 impl From<ConnectedSocket> for OwnedFd {
+    /// The connection's descriptor, deregistered from its reactor.
+    ///
+    /// # Panics
+    ///
+    /// As [`AsFd`](#impl-AsFd-for-ConnectedSocket): only for a connection whose
+    /// descriptor was lost to a panic while registering.
     fn from(socket: ConnectedSocket) -> OwnedFd {
         match socket.io.into_endpoint() {
             Ok(endpoint) => endpoint.into_fd(),
@@ -319,7 +325,7 @@ impl ConnectedSocket {
     /// for code that speaks its API.
     pub fn into_seqpacket(self) -> io::Result<UnixSeqpacket> {
         crate::runtime::require("a UnixSeqpacket")?;
-        UnixSeqpacket::try_from(OwnedFd::from(self))
+        UnixSeqpacket::try_from(self.io.into_endpoint()?.into_fd())
     }
 }
 

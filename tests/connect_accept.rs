@@ -319,5 +319,7 @@ fn in_a_runtime_without_io_waiting_panics_as_tokio_does_and_the_connection_then_
         assert_eq!(err.kind(), ErrorKind::NotConnected, "{err}");
         assert!(format!("{a:?}").contains("lost"), "{a:?}");
         assert_eq!(a.address_id(), None);
+        let err = a.into_split().expect_err("nothing to split");
+        assert_eq!(err.kind(), ErrorKind::NotConnected, "{err}");
     });
 }
