@@ -3,8 +3,10 @@
 //!
 //! Names, semantics and errors are those of the async types. Every object is
 //! driven by one process-wide current-thread Tokio runtime, built on first use: no
-//! worker threads, no runtime per connection. Objects are `Send + Sync` and can be
-//! used from several threads at once.
+//! worker threads, no runtime per connection. Objects are `Send + Sync`: a bound
+//! socket or an address can be used from several threads at once, and so can the
+//! halves of a connection ([`ConnectedSocket::into_split`]), whose own `send` and
+//! `recv` take `&mut self`.
 //!
 //! Calling a blocking method from inside a Tokio runtime (an async task, or
 //! `spawn_blocking`) returns an error instead of stalling or panicking: use the
