@@ -115,59 +115,24 @@ fn cancelled_sends_and_recvs_lose_and_duplicate_nothing() {
         let (mut a, mut b) = ConnectedSocket::pair()?;
         let (read_end, _write_end) = common::pipe();
         let expected_inode = inode(&read_end);
-        let sender = tokio::spawn(async move {
-            let mut cancelled = 0u32;
-            let mut id = 0u32;
-            let payload = [0u8; 1000];
-            while id < MESSAGES {
-                let mut message = payload;
+        let (send_cancelled, recv_cancelled) = tokio::join!(
+            send_in_order_cancelling(MESSAGES, async |id| {
+                let mut message = [0u8; 1000];
                 message[..4].copy_from_slice(&id.to_ne_bytes());
-                let fds = [read_end.as_fd()];
-                tokio::select! {
-                    biased;
-                    sent = a.send(&message, &fds) => {
-                        sent?;
-                        id += 1;
-                        // Pause now and then, so the receiver waits (and is cancelled).
-                        if id % 200 == 0 {
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
-                    }
-                    _ = tokio::task::yield_now() => cancelled += 1,
-                }
-            }
-            io::Result::Ok(cancelled)
-        });
-        let mut next = 0u32;
-        let mut recv_cancelled = 0u32;
-        while next < MESSAGES {
-            tokio::select! {
-                biased;
-                message = b.recv() => {
-                    let message = message?.ok_or_else(|| fail("closed early"))?;
-                    let id = u32::from_ne_bytes(message.data[..4].try_into().map_err(io::Error::other)?);
-                    ensure(id == next, format!("expected message {next}, got {id}"))?;
-                    ensure(message.fds.len() == 1 && inode(&message.fds[0]) == expected_inode, "its descriptor")?;
-                    next += 1;
-                    // Fall behind now and then so the sender's queue fills up.
-                    if next % 500 == 0 {
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                }
-                _ = tokio::task::yield_now() => recv_cancelled += 1,
-            }
-        }
-        let send_cancelled = bounded("sender", sender)
-            .await?
-            .map_err(io::Error::other)??;
-        ensure(
-            send_cancelled > 1000,
-            format!("only {send_cancelled} sends were cancelled"),
-        )?;
-        ensure(
-            recv_cancelled > 1000,
-            format!("only {recv_cancelled} recvs were cancelled"),
-        )
+                a.send(&message, &[read_end.as_fd()]).await
+            }),
+            receive_in_order_cancelling(MESSAGES, async || {
+                let message = b.recv().await?.ok_or_else(|| fail("closed early"))?;
+                ensure(
+                    message.fds.len() == 1 && inode(&message.fds[0]) == expected_inode,
+                    "its descriptor",
+                )?;
+                Ok(u32::from_ne_bytes(
+                    message.data[..4].try_into().map_err(io::Error::other)?,
+                ))
+            }),
+        );
+        enough_cancelled(send_cancelled?, recv_cancelled?)
     });
 }
 
@@ -178,52 +143,83 @@ fn cancelled_sends_and_recvs_on_split_halves_lose_and_duplicate_nothing() {
         let (a, b) = ConnectedSocket::pair()?;
         let (_a_recv, a_send) = a.into_split()?;
         let (b_recv, _b_send) = b.into_split()?;
-        let sender = tokio::spawn(async move {
-            let mut cancelled = 0u32;
-            let mut id = 0u32;
-            while id < MESSAGES {
+        let mut data = bytes::BytesMut::new();
+        let mut fds = Vec::new();
+        let (send_cancelled, recv_cancelled) = tokio::join!(
+            send_in_order_cancelling(MESSAGES, async |id| {
                 // Large enough that the socket's buffer fills while the receiver pauses.
                 let mut record = [0u8; 2000];
                 record[..4].copy_from_slice(&id.to_ne_bytes());
-                tokio::select! {
-                    biased;
-                    sent = a_send.send(&record, &[]) => {
-                        sent?;
-                        id += 1;
-                        if id % 200 == 0 {
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
-                    }
-                    _ = tokio::task::yield_now() => cancelled += 1,
-                }
-            }
-            io::Result::Ok(cancelled)
-        });
-        let (mut next, mut recv_cancelled) = (0u32, 0u32);
-        let mut data = bytes::BytesMut::new();
-        let mut fds = Vec::new();
-        while next < MESSAGES {
-            tokio::select! {
-                biased;
-                len = b_recv.recv_into(&mut data, &mut fds) => {
-                    ensure(len? == Some(2000), "one whole record")?;
-                    let id = u32::from_ne_bytes(data[..4].try_into().map_err(io::Error::other)?);
-                    ensure(id == next, format!("expected message {next}, got {id}"))?;
-                    data.clear();
-                    next += 1;
-                    if next % 500 == 0 {
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                }
-                _ = tokio::task::yield_now() => recv_cancelled += 1,
-            }
-        }
-        let send_cancelled = bounded("sender", sender)
-            .await?
-            .map_err(io::Error::other)??;
-        ensure(
-            send_cancelled > 1000 && recv_cancelled > 1000,
-            format!("only {send_cancelled} sends and {recv_cancelled} recvs were cancelled"),
-        )
+                a_send.send(&record, &[]).await
+            }),
+            receive_in_order_cancelling(MESSAGES, async || {
+                data.clear();
+                let len = b_recv.recv_into(&mut data, &mut fds).await?;
+                ensure(len == Some(2000), "one whole record")?;
+                Ok(u32::from_ne_bytes(
+                    data[..4].try_into().map_err(io::Error::other)?,
+                ))
+            }),
+        );
+        enough_cancelled(send_cancelled?, recv_cancelled?)
     });
+}
+
+/// Sends records `0..count` through `send`, which is cancelled in `select!`
+/// whenever it would wait and then called again for the same record. Pauses now
+/// and then so the receiver waits (and is cancelled). Returns how many sends were
+/// cancelled.
+async fn send_in_order_cancelling(
+    count: u32,
+    mut send: impl AsyncFnMut(u32) -> io::Result<()>,
+) -> io::Result<u32> {
+    let (mut id, mut cancelled) = (0u32, 0u32);
+    while id < count {
+        tokio::select! {
+            biased;
+            sent = send(id) => {
+                sent?;
+                id += 1;
+                if id % 200 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            _ = tokio::task::yield_now() => cancelled += 1,
+        }
+    }
+    Ok(cancelled)
+}
+
+/// Both directions were cancelled often enough for the test to mean something.
+fn enough_cancelled(sends: u32, recvs: u32) -> io::Result<()> {
+    ensure(
+        sends > 1000 && recvs > 1000,
+        format!("only {sends} sends and {recvs} recvs were cancelled"),
+    )
+}
+
+/// Receives `count` records through `recv`, which returns each one's id, checking
+/// they arrive in order; `recv` is cancelled in `select!` whenever it would wait.
+/// Pauses now and then so the sender's queue fills up. Returns how many receives
+/// were cancelled.
+async fn receive_in_order_cancelling(
+    count: u32,
+    mut recv: impl AsyncFnMut() -> io::Result<u32>,
+) -> io::Result<u32> {
+    let (mut next, mut cancelled) = (0u32, 0u32);
+    while next < count {
+        tokio::select! {
+            biased;
+            id = recv() => {
+                let id = id?;
+                ensure(id == next, format!("expected message {next}, got {id}"))?;
+                next += 1;
+                if next % 500 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            _ = tokio::task::yield_now() => cancelled += 1,
+        }
+    }
+    Ok(cancelled)
 }
