@@ -185,8 +185,12 @@ impl AddressSet {
             Verdict::Exhausted(err) => Err(err),
             Verdict::NoAddresses => {
                 tracing::debug!(address = %id, "every holder closed this address; removing it");
-                self.remove(id, original)?;
-                Ok(None)
+                // Two accepting tasks can both read this end-of-stream before
+                // either removes the member: the second finds it gone already.
+                match self.remove(id, original) {
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+                    other => other.map(|()| None),
+                }
             }
         }
     }

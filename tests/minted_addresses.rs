@@ -321,3 +321,46 @@ fn blocking_facade_mints_attributes_and_revokes() {
         drop(client);
     });
 }
+
+#[test]
+fn concurrent_acceptors_both_seeing_a_closed_address_do_not_fail() {
+    // Two workers accept at once while thousands of minted addresses are closed by
+    // their holders: both can read the same address's end-of-stream before either
+    // removes it. Neither may turn that into an error.
+    common::run_multi_thread(|| async {
+        const ADDRESSES: usize = 3000;
+        let (address, bound) = make_bound_socket()?;
+        let bound = std::sync::Arc::new(bound);
+        for round in 0..5 {
+            let minted: Vec<_> = (0..ADDRESSES)
+                .map(|_| bound.mint_address())
+                .collect::<io::Result<_>>()?;
+            let acceptors: Vec<_> = (0..2)
+                .map(|_| {
+                    let bound = std::sync::Arc::clone(&bound);
+                    tokio::spawn(async move {
+                        tokio::time::timeout(Duration::from_millis(300), bound.accept()).await
+                    })
+                })
+                .collect();
+            drop(minted);
+            for acceptor in acceptors {
+                match acceptor.await.map_err(io::Error::other)? {
+                    Err(_elapsed) => {}
+                    Ok(Ok(_)) => return Err(fail("nothing connected, yet accept returned")),
+                    Ok(Err(err)) => {
+                        return Err(fail(format!("round {round}: accept failed: {err}")))
+                    }
+                }
+            }
+        }
+        // The original still serves.
+        let (mut client, mut server) = tokio::try_join!(address.connect(), bound.accept())?;
+        client.send(b"still here", &[]).await?;
+        let message = server.recv().await?.ok_or_else(|| fail("closed"))?;
+        ensure(
+            &message.data[..] == b"still here",
+            "the original address works",
+        )
+    });
+}
