@@ -58,19 +58,17 @@ impl ConnectedSocket {
     }
 
     fn with_address_id(fd: OwnedFd, address_id: Option<AddressId>) -> Self {
-        ConnectedSocket {
-            io: ConnectionIo::Direct(Endpoint::new(fd, address_id)),
-        }
+        Self::from_endpoint(Endpoint::new(fd, address_id))
     }
 
     /// The same connection (address id included), deregistered from its reactor
     /// (for moving between the blocking facade and async code).
     pub(crate) fn unregistered(self) -> Self {
-        match self.io.into_endpoint() {
-            Ok(endpoint) => Self::from_endpoint(endpoint),
-            Err(_) => ConnectedSocket {
-                io: ConnectionIo::Vacant,
-            },
+        ConnectedSocket {
+            io: self
+                .io
+                .into_endpoint()
+                .map_or(ConnectionIo::Vacant, ConnectionIo::Direct),
         }
     }
 

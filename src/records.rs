@@ -65,18 +65,18 @@ pub(crate) async fn recv(io: &mut impl Wait) -> io::Result<Option<Message>> {
 /// record (received in the thread's scratch buffer, then copied), or at the
 /// expected size for a large one (received straight into it).
 fn receive_owned(fd: BorrowedFd<'_>) -> io::Result<(Received, Bytes)> {
-    let expected = LAST_RECORD.with(Cell::get);
     let mut data = BytesMut::new();
-    let received = SCRATCH.with(|scratch| {
-        sys::recv_into(
-            fd,
-            &mut data,
-            &mut scratch.borrow_mut(),
-            MAX_RECV_SIZE,
-            expected,
-        )
-    })?;
+    let received = receive_appending(fd, &mut data)?;
     Ok((received, data.freeze()))
+}
+
+/// One `recvmsg`, appending the record's bytes to `data` (see `sys::recv_into`),
+/// with this thread's scratch buffer and size guess.
+fn receive_appending(fd: BorrowedFd<'_>, data: &mut BytesMut) -> io::Result<Received> {
+    let expected = LAST_RECORD.with(Cell::get);
+    SCRATCH.with(|scratch| {
+        sys::recv_into(fd, data, &mut scratch.borrow_mut(), MAX_RECV_SIZE, expected)
+    })
 }
 
 /// Receives one record into caller-owned buffers (see
@@ -89,15 +89,7 @@ pub(crate) async fn recv_into(
     let start = data.len();
     loop {
         let received = io
-            .io(Interest::READABLE, |fd| {
-                if data.capacity() - data.len() >= MAX_RECV_SIZE {
-                    return sys::recv_direct(fd, data);
-                }
-                let expected = LAST_RECORD.with(Cell::get);
-                SCRATCH.with(|scratch| {
-                    sys::recv_into(fd, data, &mut scratch.borrow_mut(), MAX_RECV_SIZE, expected)
-                })
-            })
+            .io(Interest::READABLE, |fd| receive_appending(fd, data))
             .await?;
         match judge(io.fd()?, received, data.len() - start) {
             Ok(Judged::Record(mut record_fds)) => {

@@ -223,7 +223,7 @@ pub fn recv_into(
 
 /// Receives one record straight into `buf`'s spare capacity, which the caller
 /// made large enough for any record.
-pub fn recv_direct(socket: BorrowedFd<'_>, buf: &mut BytesMut) -> io::Result<Received> {
+fn recv_direct(socket: BorrowedFd<'_>, buf: &mut BytesMut) -> io::Result<Received> {
     let received = recv_msg(socket, buf.spare_capacity_mut(), &mut [])?;
     // SAFETY: recvmsg wrote the first `len` bytes of the spare capacity.
     unsafe { buf.advance_mut(received.len) };

@@ -104,13 +104,13 @@ impl ConnectionIo {
             else {
                 unreachable!("checked to be Direct above");
             };
-            *self = match crate::sys::register_endpoint(endpoint) {
-                Ok(registered) => ConnectionIo::Registered(registered),
+            match crate::sys::register_endpoint(endpoint) {
+                Ok(registered) => *self = ConnectionIo::Registered(registered),
                 Err((endpoint, err)) => {
                     *self = ConnectionIo::Direct(endpoint);
                     return Err(err);
                 }
-            };
+            }
         }
         match self {
             ConnectionIo::Registered(registered) => Ok(registered),
@@ -135,22 +135,9 @@ impl Wait for ConnectionIo {
                 done => return done,
             }
         }
-        let mut registered = self.registered()?;
-        registered.io(interest, op).await
-    }
-}
-
-impl Wait for &AsyncFd<Endpoint> {
-    fn fd(&self) -> io::Result<BorrowedFd<'_>> {
-        Ok(self.get_ref().fd())
-    }
-
-    async fn io<R>(
-        &mut self,
-        interest: Interest,
-        mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<R>,
-    ) -> io::Result<R> {
-        self.async_io(interest, |endpoint| op(endpoint.fd())).await
+        self.registered()?
+            .async_io(interest, |endpoint| op(endpoint.fd()))
+            .await
     }
 }
 

@@ -1,10 +1,9 @@
 //! The conversions every blocking type shares with its async twin.
 
-/// Implements `Debug`, `AsFd`, `AsRawFd`, `From<$blocking> for OwnedFd`,
-/// `TryFrom<OwnedFd>`, `into_async` and `from_async` for a blocking wrapper
-/// `$blocking { inner: $async }`.
-macro_rules! blocking_wrapper {
-    ($blocking:ident, $async:ty) => {
+/// Implements `Debug`, `AsFd` and `AsRawFd` for a blocking type
+/// `$blocking { inner }` whose `inner` has a descriptor.
+macro_rules! blocking_fd {
+    ($blocking:ident) => {
         impl std::fmt::Debug for $blocking {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct(concat!("blocking::", stringify!($blocking)))
@@ -24,6 +23,15 @@ macro_rules! blocking_wrapper {
                 self.inner.as_raw_fd()
             }
         }
+    };
+}
+
+/// Implements [`blocking_fd`]'s traits and `From<$blocking> for OwnedFd`,
+/// `TryFrom<OwnedFd>`, `into_async` and `from_async` for a blocking wrapper
+/// `$blocking { inner: $async }`.
+macro_rules! blocking_wrapper {
+    ($blocking:ident, $async:ty) => {
+        $crate::blocking::conversions::blocking_fd!($blocking);
 
         impl From<$blocking> for std::os::fd::OwnedFd {
             fn from(value: $blocking) -> std::os::fd::OwnedFd {
@@ -63,4 +71,4 @@ macro_rules! blocking_wrapper {
     };
 }
 
-pub(crate) use blocking_wrapper;
+pub(crate) use {blocking_fd, blocking_wrapper};

@@ -37,18 +37,13 @@ pub fn shared() -> io::Result<&'static Runtime> {
 /// inside a Tokio runtime: that would stall the runtime (and a nested `block_on`
 /// panics).
 pub fn block_on<F: Future>(what: &str, future: F) -> io::Result<F::Output> {
-    refuse_inside_tokio(what)?;
-    Ok(shared()?.block_on(future))
-}
-
-fn refuse_inside_tokio(what: &str) -> io::Result<()> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(io::Error::other(format!(
             "tokio_imc::blocking: {what} was called from inside a Tokio runtime, where blocking \
              would stall it; use the async API there (see `into_async`)"
         )));
     }
-    Ok(())
+    Ok(shared()?.block_on(future))
 }
 
 /// As [`block_on`] for an I/O future, failing with `TimedOut` after `limit`. The

@@ -1,10 +1,10 @@
 //! The halves of a split blocking [`ConnectedSocket`](super::ConnectedSocket).
 
-use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
+use super::conversions::blocking_fd;
 use super::runtime::{block_on, block_on_timeout};
 use crate::{AddressId, Credentials, Message};
 
@@ -65,30 +65,5 @@ impl SendHalf {
     }
 }
 
-/// `Debug`, `AsFd` and `AsRawFd` for a blocking half.
-macro_rules! blocking_half {
-    ($half:ident) => {
-        impl fmt::Debug for $half {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_struct(concat!("blocking::", stringify!($half)))
-                    .field("fd", &self.as_raw_fd())
-                    .finish()
-            }
-        }
-
-        impl AsFd for $half {
-            fn as_fd(&self) -> BorrowedFd<'_> {
-                self.inner.as_fd()
-            }
-        }
-
-        impl AsRawFd for $half {
-            fn as_raw_fd(&self) -> RawFd {
-                self.inner.as_raw_fd()
-            }
-        }
-    };
-}
-
-blocking_half!(RecvHalf);
-blocking_half!(SendHalf);
+blocking_fd!(RecvHalf);
+blocking_fd!(SendHalf);
