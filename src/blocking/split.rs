@@ -40,16 +40,6 @@ impl RecvHalf {
             Err((recv, send)) => Err((RecvHalf { inner: recv }, SendHalf { inner: send })),
         }
     }
-
-    /// See [`crate::ConnectedSocket::address_id`].
-    pub fn address_id(&self) -> Option<AddressId> {
-        self.inner.address_id()
-    }
-
-    /// See [`crate::ConnectedSocket::peer_credentials`].
-    pub fn peer_credentials(&self) -> io::Result<Credentials> {
-        self.inner.peer_credentials()
-    }
 }
 
 impl SendHalf {
@@ -58,12 +48,32 @@ impl SendHalf {
     pub fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         block_on("send", self.inner.send(data, fds))?
     }
-
-    /// See [`crate::ConnectedSocket::shutdown`].
-    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
-        self.inner.shutdown(how)
-    }
 }
 
-blocking_fd!(RecvHalf);
-blocking_fd!(SendHalf);
+/// What both halves offer alike, as the async halves do.
+macro_rules! half_common {
+    ($half:ident) => {
+        impl $half {
+            /// See [`crate::ConnectedSocket::address_id`].
+            pub fn address_id(&self) -> Option<AddressId> {
+                self.inner.address_id()
+            }
+
+            /// See [`crate::ConnectedSocket::peer_credentials`].
+            pub fn peer_credentials(&self) -> io::Result<Credentials> {
+                self.inner.peer_credentials()
+            }
+
+            /// Shuts down one or both directions of the whole connection; see
+            /// [`crate::ConnectedSocket::shutdown`].
+            pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+                self.inner.shutdown(how)
+            }
+        }
+
+        blocking_fd!($half);
+    };
+}
+
+half_common!(RecvHalf);
+half_common!(SendHalf);
