@@ -93,7 +93,7 @@ fn blocking_calls_inside_a_runtime_return_an_error_instead_of_stalling() {
             .err()
             .ok_or_else(|| fail("accept blocked inside a runtime"))?;
         ensure(
-            err.to_string().contains("inside a Tokio runtime"),
+            err.to_string().contains("drives a Tokio runtime"),
             err.to_string(),
         )?;
         let err = address

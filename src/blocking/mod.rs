@@ -8,9 +8,22 @@
 //! halves of a connection ([`ConnectedSocket::into_split`]), whose own `send` and
 //! `recv` take `&mut self`.
 //!
-//! Calling a blocking method from inside a Tokio runtime (an async task, or
-//! `spawn_blocking`) returns an error instead of stalling or panicking: use the
-//! async API there; [`BoundSocket::into_async`] and friends convert.
+//! # Where blocking calls may be made
+//!
+//! | where the blocking call is made | result |
+//! | --- | --- |
+//! | a plain thread | works |
+//! | inside `tokio::task::spawn_blocking` (multi-thread and current-thread runtimes) | works |
+//! | inside `tokio::task::block_in_place` on a multi-thread runtime | works |
+//! | directly on a runtime worker thread (an async task), or inside `block_on` of any runtime | an error of kind `Other`: no panic, no stall |
+//!
+//! The last row would stall the runtime the thread drives: use the async API
+//! there; [`BoundSocket::into_async`] and friends convert. Tokio's blocking pool
+//! and `block_in_place` are where Tokio itself allows blocking, so the facade
+//! works there, as other blocking facades do. (The check asks Tokio's own
+//! `block_on` whether this thread may block; in a program built with
+//! `panic = "abort"` it cannot ask, and every thread with a Tokio context is
+//! refused.)
 //!
 //! ```
 //! use tokio_imc::blocking;

@@ -1,10 +1,12 @@
-//! The one runtime behind every blocking object.
+//! The one runtime behind every blocking object, and the check that decides
+//! whether the calling thread may block on it.
 //!
 //! A current-thread runtime, built on first use and shared by the whole process:
 //! no worker threads, and no runtime per connection. Its reactor is driven by
 //! whichever thread is inside a blocking call; other threads blocked at the same
 //! time are woken by it, so objects can be used from several threads at once.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::sync::OnceLock;
@@ -33,17 +35,77 @@ pub fn shared() -> io::Result<&'static Runtime> {
 
 /// Runs `future` to completion on the shared runtime.
 ///
-/// Refuses, with an error rather than Tokio's panic, to block a thread that is
-/// inside a Tokio runtime: that would stall the runtime (and a nested `block_on`
-/// panics).
+/// Refuses, with an error rather than Tokio's panic, to block a thread that
+/// drives a Tokio runtime (a worker, or a thread inside `block_on`): that would
+/// stall the runtime. Threads where Tokio allows blocking (its blocking pool, a
+/// worker inside `block_in_place`) may block.
 pub fn block_on<F: Future>(what: &str, future: F) -> io::Result<F::Output> {
-    if tokio::runtime::Handle::try_current().is_ok() {
+    let runtime = shared()?;
+    if !may_block(runtime) {
         return Err(io::Error::other(format!(
-            "tokio_imc::blocking: {what} was called from inside a Tokio runtime, where blocking \
-             would stall it; use the async API there (see `into_async`)"
+            "tokio_imc::blocking: {what} was called on a thread that drives a Tokio runtime \
+             (an async task, or inside `block_on`), where blocking would stall it; use the async \
+             API there (see `into_async`), or call it from `tokio::task::spawn_blocking`"
         )));
     }
-    Ok(shared()?.block_on(future))
+    Ok(runtime.block_on(future))
+}
+
+/// Whether this thread may block on `runtime`.
+///
+/// A thread with no Tokio context is a plain thread: yes. A thread with one may
+/// drive a runtime (refuse) or be one of the places Tokio lets block: a thread of
+/// its blocking pool, or a worker inside `block_in_place`. Tokio's public API
+/// cannot tell these apart, but `Runtime::block_on` can: it refuses, by panicking
+/// before it touches the runtime or the future, exactly where blocking is not
+/// allowed. So we ask it with an empty future and catch the refusal. Nothing is
+/// left behind by a refusal (the check runs before Tokio enters anything; the guard
+/// that set the current handle is dropped by the unwinding), and the panic message
+/// is kept off stderr by [`QUIET`]. Without unwinding (`panic = "abort"`) the
+/// question cannot be asked safely, and any Tokio context is refused.
+fn may_block(runtime: &Runtime) -> bool {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return true;
+    }
+    tokio_allows_blocking(runtime)
+}
+
+#[cfg(panic = "unwind")]
+fn tokio_allows_blocking(runtime: &Runtime) -> bool {
+    install_quiet_hook();
+    QUIET.with(|quiet| quiet.set(true));
+    let probe = std::panic::AssertUnwindSafe(|| runtime.block_on(async {}));
+    let allowed = std::panic::catch_unwind(probe).is_ok();
+    QUIET.with(|quiet| quiet.set(false));
+    allowed
+}
+
+#[cfg(not(panic = "unwind"))]
+fn tokio_allows_blocking(_runtime: &Runtime) -> bool {
+    false
+}
+
+thread_local! {
+    /// Set only around the probe in [`tokio_allows_blocking`], whose one possible
+    /// panic is Tokio's refusal: the panic hook stays silent for it.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Wraps the process's panic hook, once, so that it stays silent for the probe's
+/// expected refusal and behaves as before for every other panic.
+#[cfg(panic = "unwind")]
+fn install_quiet_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // `try_with`: a panic while this thread's locals are being destroyed
+            // is reported as usual.
+            if !QUIET.try_with(Cell::get).unwrap_or(false) {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// As [`block_on`] for an I/O future, failing with `TimedOut` after `limit`. The
