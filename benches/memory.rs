@@ -74,6 +74,11 @@ fn poll_once_pending<F: std::future::Future>(future: F) -> bool {
 /// one's RSS delta.
 const CASE_VAR: &str = "TOKIO_IMC_MEMORY_CASE";
 
+/// Messages kept by the user in the "kept" cases.
+const KEPT: usize = 10_000;
+/// Their length.
+const KEPT_LEN: usize = 16;
+
 const CASES: [(&str, &str); 3] = [
     ("fresh", "tokio_imc::ConnectedSocket"),
     ("registered", "  ... after a recv waited"),
@@ -82,6 +87,18 @@ const CASES: [(&str, &str); 3] = [
 
 fn main() {
     if let Ok(case) = std::env::var(CASE_VAR) {
+        if let Some(exact) = match case.as_str() {
+            "kept-imc" => Some(false),
+            "kept-exact" => Some(true),
+            _ => None,
+        } {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            println!("RESULT {}", rt.block_on(kept_heap(exact)));
+            return;
+        }
         let (heap, rss, size) = run_case(&case);
         println!("RESULT {heap} {rss} {size}");
         return;
@@ -94,18 +111,7 @@ fn main() {
     println!("|{:-<30}|{:->16}|{:->18}|{:->14}|", "", "", "", "");
     let mut heaps = Vec::new();
     for (case, label) in CASES {
-        let output = std::process::Command::new(std::env::current_exe().expect("this binary"))
-            .env(CASE_VAR, case)
-            .output()
-            .expect("run a measuring child");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let result: Vec<f64> = stdout
-            .lines()
-            .find_map(|line| line.strip_prefix("RESULT "))
-            .unwrap_or_else(|| panic!("case {case} printed no result: {stdout}"))
-            .split_whitespace()
-            .map(|field| field.parse().expect("a number"))
-            .collect();
+        let result = child_result(case);
         println!(
             "| {:<28} | {:>14.0} | {:>16.0} | {:>12} |",
             label, result[0], result[1], result[2]
@@ -121,6 +127,75 @@ fn main() {
         let verdict = if ratio <= 1.0 { "MET" } else { "MISSED" };
         println!("target: heap per ConnectedSocket ({what}) / per UnixStream: {ratio:.2} (<= 1) {verdict}");
     }
+    kept_messages();
+}
+
+/// Heap kept by received messages: after one 200 KB record on the same thread,
+/// 10,000 16-byte messages received with `recv` and kept, against the same
+/// messages each copied into an exact `Bytes` (what a user of a plain socket
+/// would keep). Each side runs in its own child process.
+fn kept_messages() {
+    println!();
+    println!("# heap kept by {KEPT} received {KEPT_LEN}-byte messages after one 200 KB record (one process per row)");
+    println!("| {:<40} | {:>16} |", "messages kept", "heap B/message");
+    println!("|{:-<42}|{:->18}|", "", "");
+    let mut per_message = Vec::new();
+    for (case, label) in [
+        ("kept-imc", "tokio_imc recv (Bytes)"),
+        ("kept-exact", "exact Bytes::copy_from_slice"),
+    ] {
+        let heap = child_result(case)[0];
+        println!("| {label:<40} | {heap:>16.1} |");
+        per_message.push(heap);
+    }
+    let ratio = per_message[0] / per_message[1];
+    let verdict = if ratio <= 2.0 { "MET" } else { "MISSED" };
+    println!("target: heap per kept message, tokio-imc / exact: {ratio:.2} (<= 2) {verdict}");
+}
+
+/// Runs `case` in a child process and returns the numbers it printed.
+fn child_result(case: &str) -> Vec<f64> {
+    let output = std::process::Command::new(std::env::current_exe().expect("this binary"))
+        .env(CASE_VAR, case)
+        .output()
+        .expect("run a measuring child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("case {case} printed no result: {stdout}"))
+        .split_whitespace()
+        .map(|field| field.parse().expect("a number"))
+        .collect()
+}
+
+/// Heap bytes per message kept: `KEPT` messages of `KEPT_LEN` bytes, received
+/// after one 200 KB record, by tokio-imc's `recv` or copied exactly.
+async fn kept_heap(exact: bool) -> f64 {
+    let (mut a, mut b) = tokio_imc::ConnectedSocket::pair().expect("pair");
+    a.send(&vec![1u8; 200_000], &[]).await.expect("send");
+    drop(b.recv().await.expect("recv"));
+    let (mut a, mut b) = tokio_imc::ConnectedSocket::pair().expect("another peer's pair");
+    let message = [7u8; KEPT_LEN];
+    let mut kept: Vec<bytes::Bytes> = Vec::with_capacity(KEPT);
+    let mut buffer = bytes::BytesMut::with_capacity(tokio_imc::MAX_RECV_SIZE);
+    let mut fds = Vec::new();
+    let before = LIVE.load(Ordering::Relaxed);
+    for _ in 0..KEPT {
+        a.send(&message, &[]).await.expect("send");
+        let data = if exact {
+            buffer.clear();
+            b.recv_into(&mut buffer, &mut fds).await.expect("recv");
+            bytes::Bytes::copy_from_slice(&buffer)
+        } else {
+            b.recv().await.expect("recv").expect("a message").data
+        };
+        assert_eq!(&data[..], &message[..], "the message arrived intact");
+        kept.push(data);
+    }
+    let heap = (LIVE.load(Ordering::Relaxed) - before) as f64 / KEPT as f64;
+    drop(kept);
+    heap
 }
 
 /// Measures one case: heap bytes, RSS bytes and `size_of` per socket.

@@ -22,15 +22,21 @@ use crate::Message;
 pub const MAX_RECV_SIZE: usize = 512 * 1024;
 
 thread_local! {
-    /// The length of the last record received on this thread: the guess for the
-    /// next one, which decides how it is received.
+    /// The length of the last record `recv` received on this thread: a guess
+    /// for the next one, which decides only where it is received (see
+    /// [`receive_owned`]); a wrong guess costs time, never memory kept.
     static LAST_RECORD: Cell<usize> = const { Cell::new(0) };
 
-    /// Where a record lands when the buffer it is received into may be too small
-    /// for it. One per thread, allocated on first use; the kernel only touches
-    /// the pages a record needs.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Where the part of a record that does not fit the buffer it is received
+    /// into lands first. One per thread, allocated on first use; the kernel only
+    /// touches the pages a record needs.
+    static SPILL: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
+
+/// Records expected to be at most this long are received into the spill buffer
+/// and copied into an exact allocation; longer ones straight into a buffer of
+/// the expected size.
+const SMALL: usize = 2048;
 
 /// Sends one record (see [`ConnectedSocket::send`](crate::ConnectedSocket::send)).
 pub(crate) async fn send(
@@ -53,7 +59,7 @@ pub(crate) async fn send(
 pub(crate) async fn recv(io: &mut impl Wait) -> io::Result<Option<Message>> {
     loop {
         let (received, data) = io.io(Interest::READABLE, receive_owned).await?;
-        match judge(io.fd()?, received, data.len())? {
+        match judge(io.fd()?, received)? {
             Judged::Record(fds) => return Ok(Some(Message { data, fds })),
             Judged::End => return Ok(None),
             Judged::Skipped => {}
@@ -61,22 +67,39 @@ pub(crate) async fn recv(io: &mut impl Wait) -> io::Result<Option<Message>> {
     }
 }
 
-/// One `recvmsg` for [`recv`], into a new buffer: allocated exactly for a small
-/// record (received in the thread's scratch buffer, then copied), or at the
-/// expected size for a large one (received straight into it).
+/// One `recvmsg` for [`recv`], into a new buffer.
 fn receive_owned(fd: BorrowedFd<'_>) -> io::Result<(Received, Bytes)> {
-    let mut data = BytesMut::new();
-    let received = receive_appending(fd, &mut data)?;
+    let (received, data) = receive_new(fd)?;
     Ok((received, data.freeze()))
 }
 
-/// One `recvmsg`, appending the record's bytes to `data` (see `sys::recv_into`),
-/// with this thread's scratch buffer and size guess.
-fn receive_appending(fd: BorrowedFd<'_>, data: &mut BytesMut) -> io::Result<Received> {
+/// One `recvmsg` into a new buffer: a small record (as guessed from the last
+/// one) lands in the spill buffer and is copied into an exact allocation; a
+/// large one is received straight into a buffer of the guessed size. Whatever
+/// the guess, the buffer returned has at most twice the record's length (or 8
+/// bytes) of capacity, so one peer's large record never makes another's small
+/// one pin memory.
+fn receive_new(fd: BorrowedFd<'_>) -> io::Result<(Received, BytesMut)> {
     let expected = LAST_RECORD.with(Cell::get);
-    SCRATCH.with(|scratch| {
-        sys::recv_into(fd, data, &mut scratch.borrow_mut(), MAX_RECV_SIZE, expected)
-    })
+    let mut data = if expected > SMALL {
+        BytesMut::with_capacity(expected.min(MAX_RECV_SIZE))
+    } else {
+        BytesMut::new()
+    };
+    let received = receive_appending(fd, &mut data)?;
+    LAST_RECORD.with(|last| last.set(received.len));
+    // A small record was copied out of the spill buffer into an exact
+    // allocation; a guessed buffer is kept only if the guess was not too large.
+    if expected > SMALL && data.capacity() / 2 > data.len() {
+        data = BytesMut::from(&data[..]);
+    }
+    Ok((received, data))
+}
+
+/// One `recvmsg`, appending the record's bytes to `data` (see
+/// `sys::recv_appending`), with this thread's spill buffer.
+fn receive_appending(fd: BorrowedFd<'_>, data: &mut BytesMut) -> io::Result<Received> {
+    SPILL.with(|spill| sys::recv_appending(fd, data, &mut spill.borrow_mut(), MAX_RECV_SIZE))
 }
 
 /// Receives one record into caller-owned buffers (see
@@ -91,7 +114,7 @@ pub(crate) async fn recv_into(
         let received = io
             .io(Interest::READABLE, |fd| receive_appending(fd, data))
             .await?;
-        match judge(io.fd()?, received, data.len() - start) {
+        match judge(io.fd()?, received) {
             Ok(Judged::Record(mut record_fds)) => {
                 fds.append(&mut record_fds);
                 return Ok(Some(data.len() - start));
@@ -116,9 +139,9 @@ enum Judged {
     Skipped,
 }
 
-/// Turns one `recvmsg` result (of `len` bytes kept) into a record, end-of-stream,
+/// Turns one `recvmsg` result into a record, end-of-stream,
 /// a skipped empty record, or an error (the record dropped).
-fn judge(fd: BorrowedFd<'_>, received: Received, len: usize) -> io::Result<Judged> {
+fn judge(fd: BorrowedFd<'_>, received: Received) -> io::Result<Judged> {
     if received.stray_fds > 0 || received.other_records > 0 || received.malformed_control {
         peer_warn!(
             fd = fd.as_raw_fd(),
@@ -145,7 +168,6 @@ fn judge(fd: BorrowedFd<'_>, received: Received, len: usize) -> io::Result<Judge
         )));
     }
     if !received.is_empty() {
-        LAST_RECORD.with(|last| last.set(len));
         return Ok(Judged::Record(received.fds));
     }
     if sys::read_hung_up(fd)? {
@@ -191,4 +213,94 @@ pub(crate) fn check_sendable(data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn payload(seed: usize, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i.wrapping_mul(131) ^ seed) as u8)
+            .collect()
+    }
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        crate::connection::seqpacket_pair().expect("a socket pair")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// `sys::recv_appending` against a model, over limits, buffer shapes,
+        /// dirty spill buffers and records shorter and longer than the limit.
+        #[test]
+        fn appending_matches_the_model(
+            limit in 1usize..=3000,
+            capacity in 0usize..=6000,
+            initial in 0usize..=6000,
+            spill_len in 0usize..=5000,
+            lens in proptest::collection::vec(1usize..=4000, 1..8),
+        ) {
+            let (a, b) = pair();
+            let mut buf = BytesMut::with_capacity(capacity);
+            buf.extend_from_slice(&payload(99, initial.min(capacity)));
+            let mut model = buf.to_vec();
+            // A spill buffer left dirty by earlier records: its old bytes must
+            // never reach `buf`.
+            let mut spill = payload(77, spill_len);
+            for (n, &len) in lens.iter().enumerate() {
+                let sent = payload(n, len);
+                sys::send_msg(a.as_fd(), &sent, &[]).expect("send");
+                let received = sys::recv_appending(b.as_fd(), &mut buf, &mut spill, limit)
+                    .expect("recv");
+                let kept = len.min(limit);
+                prop_assert_eq!(received.data_truncated, len > limit);
+                prop_assert_eq!(received.len, kept);
+                model.extend_from_slice(&sent[..kept]);
+                prop_assert!(buf[..] == model[..], "record {} of {} bytes, limit {}", n, len, limit);
+                prop_assert!(spill.is_empty());
+                spill.extend_from_slice(&payload(1000 + n, spill_len));
+            }
+        }
+
+        /// `recv`'s buffers hold exactly the record and never more than twice
+        /// its length, whatever the records before it on this thread.
+        #[test]
+        fn owned_buffers_are_exact_and_never_much_larger_than_the_record(
+            lens in proptest::collection::vec(
+                prop_oneof![1usize..=64, 1usize..=4096, 2000usize..=212_960],
+                1..12,
+            ),
+        ) {
+            let (a, b) = pair();
+            for (n, &len) in lens.iter().enumerate() {
+                let sent = payload(n, len);
+                sys::send_msg(a.as_fd(), &sent, &[]).expect("send");
+                let (received, data) = receive_new(b.as_fd()).expect("recv");
+                prop_assert_eq!(received.len, len);
+                prop_assert!(data[..] == sent[..], "record {} of {} bytes", n, len);
+                prop_assert!(
+                    data.capacity() <= 2 * len.max(8),
+                    "a {}-byte record kept {} bytes", len, data.capacity()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn small_records_after_a_large_one_keep_their_own_size() {
+        let (a, b) = pair();
+        sys::send_msg(a.as_fd(), &payload(0, 200_000), &[]).expect("send");
+        receive_new(b.as_fd()).expect("recv");
+        for n in 0..100 {
+            sys::send_msg(a.as_fd(), &payload(n, 16), &[]).expect("send");
+            let (_, data) = receive_new(b.as_fd()).expect("recv");
+            assert_eq!(data.capacity(), 16, "record {n} after a 200 KB one");
+        }
+    }
 }

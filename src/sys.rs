@@ -166,67 +166,42 @@ fn adopt_received(raw: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(raw) }
 }
 
-/// Receives one record of at most `limit` bytes, appending its bytes to `buf`.
+/// Receives one record of at most `limit` bytes and appends its bytes to `buf`.
 ///
-/// The kernel copies fastest into a single buffer, so one is used whenever it can
-/// be: `buf`'s spare room when that holds `limit` bytes, else, for records expected
-/// to be small (`expected`), `scratch` (then copied into `buf`). Only a large record
-/// into a small `buf` uses two: `buf` first, spilling into `scratch`, so the common
-/// case copies nothing twice.
-pub fn recv_into(
+/// The kernel writes the record straight into `buf`'s spare room (up to `limit`
+/// bytes of it) and, only if that room is smaller than `limit`, spills the rest
+/// into `spill`, from where it is copied onto the end of `buf`. So a record that
+/// fits the room is copied once, and a record longer than `limit` is always
+/// truncated by the kernel (`MSG_TRUNC`), whatever `buf`'s capacity.
+///
+/// On return `buf` holds exactly its old bytes followed by the record's first
+/// `received.len` bytes, and `spill` is empty (its capacity is kept for reuse).
+pub fn recv_appending(
     socket: BorrowedFd<'_>,
     buf: &mut BytesMut,
-    scratch: &mut Vec<u8>,
+    spill: &mut Vec<u8>,
     limit: usize,
-    expected: usize,
 ) -> io::Result<Received> {
-    const SMALL: usize = 2048;
-    if buf.capacity() - buf.len() >= limit {
-        return recv_direct(socket, buf);
+    let room = (buf.capacity() - buf.len()).min(limit);
+    spill.clear();
+    spill.reserve(limit - room);
+    let head = &mut buf.spare_capacity_mut()[..room];
+    let tail = &mut spill.spare_capacity_mut()[..limit - room];
+    let mut received = recv_msg(socket, head, tail)?;
+    // recvmsg never reports more than the iovecs hold; clamp anyway, so the
+    // lengths below can never exceed what was written.
+    received.len = received.len.min(limit);
+    let in_head = received.len.min(room);
+    // SAFETY: recvmsg filled the iovecs in order with `received.len` bytes (at most
+    // `room + (limit - room)`): the first `in_head` bytes of `buf`'s spare room,
+    // then the first `received.len - in_head` bytes of `spill`'s spare capacity,
+    // which was empty before (`clear` above). Those bytes are initialised.
+    unsafe {
+        buf.advance_mut(in_head);
+        spill.set_len(received.len - in_head);
     }
-    scratch.clear();
-    scratch.reserve_exact(limit);
-    let (head, tail) = if expected <= SMALL {
-        (&mut scratch.spare_capacity_mut()[..limit], &mut [][..])
-    } else {
-        buf.reserve(expected);
-        let room = limit.saturating_sub(buf.capacity() - buf.len());
-        (
-            buf.spare_capacity_mut(),
-            &mut scratch.spare_capacity_mut()[..room],
-        )
-    };
-    let head_len = head.len();
-    let into_scratch_only = tail.is_empty();
-    let received = recv_msg(socket, head, tail)?;
-    if into_scratch_only {
-        // SAFETY: recvmsg wrote the first `len` bytes of `scratch`'s spare capacity.
-        unsafe { scratch.set_len(received.len) };
-    } else {
-        let in_buf = received.len.min(head_len);
-        // SAFETY: recvmsg filled the iovecs in order: the first `in_buf` bytes of
-        // `buf`'s spare capacity, then the first `len - in_buf` bytes of `scratch`'s.
-        unsafe {
-            buf.advance_mut(in_buf);
-            scratch.set_len(received.len - in_buf);
-        }
-    }
-    if buf.capacity() == 0 {
-        // A fresh buffer (`recv`): allocate it exactly, once.
-        *buf = BytesMut::from(&scratch[..]);
-    } else {
-        buf.extend_from_slice(scratch);
-    }
-    scratch.clear();
-    Ok(received)
-}
-
-/// Receives one record straight into `buf`'s spare capacity, which the caller
-/// made large enough for any record.
-fn recv_direct(socket: BorrowedFd<'_>, buf: &mut BytesMut) -> io::Result<Received> {
-    let received = recv_msg(socket, buf.spare_capacity_mut(), &mut [])?;
-    // SAFETY: recvmsg wrote the first `len` bytes of the spare capacity.
-    unsafe { buf.advance_mut(received.len) };
+    buf.extend_from_slice(spill);
+    spill.clear();
     Ok(received)
 }
 

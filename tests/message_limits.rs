@@ -238,3 +238,61 @@ fn messages_kept_or_dropped_in_any_mix_of_sizes_keep_their_bytes() {
         Ok(())
     });
 }
+
+#[test]
+fn a_record_longer_than_max_recv_size_is_an_error_on_every_receive_path() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "skipped a_record_longer_than_max_recv_size_is_an_error_on_every_receive_path: \
+             sending a record over MAX_RECV_SIZE needs SO_SNDBUFFORCE (root)"
+        );
+        return;
+    }
+    run(|| async {
+        let (ours, theirs) = raw_pair(SockType::SeqPacket);
+        let ours = ConnectedSocket::try_from(ours)?;
+        setsockopt(&theirs, sockopt::SndBufForce, &(4 * MAX_RECV_SIZE)).map_err(io::Error::from)?;
+        let huge = vec![7u8; MAX_RECV_SIZE + 1];
+        let exact = vec![8u8; MAX_RECV_SIZE];
+        // recv_into with room for the huge record (the direct path), with a
+        // little room, and with none; then the split half and the blocking facade.
+        let (recv, send) = ours.into_split()?;
+        for capacity in [2 * MAX_RECV_SIZE, MAX_RECV_SIZE + 1, MAX_RECV_SIZE, 100, 0] {
+            raw_send(theirs.as_fd(), &huge, &[])?;
+            raw_send(theirs.as_fd(), &exact, &[])?;
+            let mut data = BytesMut::with_capacity(capacity);
+            data.extend_from_slice(b"kept");
+            let mut fds = Vec::new();
+            let err = recv
+                .recv_into(&mut data, &mut fds)
+                .await
+                .err()
+                .ok_or_else(|| {
+                    fail(format!(
+                        "capacity {capacity}: a record over MAX_RECV_SIZE was taken"
+                    ))
+                })?;
+            ensure(err.kind() == ErrorKind::InvalidData, format!("{err:?}"))?;
+            ensure(&data[..] == b"kept", "the buffer is left as it was")?;
+            // A record of exactly MAX_RECV_SIZE is taken, on the same buffer.
+            let len = recv.recv_into(&mut data, &mut fds).await?;
+            ensure(
+                len == Some(MAX_RECV_SIZE),
+                format!("capacity {capacity}: {len:?}"),
+            )?;
+            ensure(
+                data[4..] == exact[..],
+                "the exact-size record arrives whole",
+            )?;
+        }
+        let connection = recv.unsplit(send).map_err(|_| fail("unsplit"))?;
+        let mut connection = tokio_imc::blocking::ConnectedSocket::from_async(connection);
+        raw_send(theirs.as_fd(), &huge, &[])?;
+        let err = tokio::task::spawn_blocking(move || connection.recv())
+            .await
+            .map_err(io::Error::other)?
+            .err()
+            .ok_or_else(|| fail("blocking recv took a record over MAX_RECV_SIZE"))?;
+        ensure(err.kind() == ErrorKind::InvalidData, format!("{err:?}"))
+    });
+}

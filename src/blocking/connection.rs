@@ -2,7 +2,9 @@
 
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use bytes::BytesMut;
 use std::time::Duration;
 
 use super::conversions::blocking_wrapper;
@@ -40,6 +42,17 @@ impl ConnectedSocket {
     /// is lost by the timeout.
     pub fn recv_timeout(&mut self, limit: Duration) -> io::Result<Option<Message>> {
         block_on_timeout("recv", limit, self.inner.recv())
+    }
+
+    /// Receives one record into caller-owned buffers, appending its bytes to
+    /// `data` and its descriptors to `fds`; see
+    /// [`crate::ConnectedSocket::recv_into`].
+    pub fn recv_into(
+        &mut self,
+        data: &mut BytesMut,
+        fds: &mut Vec<OwnedFd>,
+    ) -> io::Result<Option<usize>> {
+        block_on("recv_into", self.inner.recv_into(data, fds))?
     }
 
     /// The address an accepted connection came through; see

@@ -1,7 +1,9 @@
 //! The halves of a split blocking [`ConnectedSocket`](super::ConnectedSocket).
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use bytes::BytesMut;
 use std::time::Duration;
 
 use super::conversions::blocking_fd;
@@ -31,6 +33,16 @@ impl RecvHalf {
     /// is lost by the timeout.
     pub fn recv_timeout(&self, limit: Duration) -> io::Result<Option<Message>> {
         block_on_timeout("recv", limit, self.inner.recv())
+    }
+
+    /// Receives one record into caller-owned buffers; see
+    /// [`crate::ConnectedSocket::recv_into`].
+    pub fn recv_into(
+        &self,
+        data: &mut BytesMut,
+        fds: &mut Vec<OwnedFd>,
+    ) -> io::Result<Option<usize>> {
+        block_on("recv_into", self.inner.recv_into(data, fds))?
     }
 
     /// Puts the connection back together; see [`crate::RecvHalf::unsplit`].
