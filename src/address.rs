@@ -138,6 +138,10 @@ impl From<SocketAddress> for OwnedFd {
     }
 }
 
+/// The socket types an address may have: ours are `SOCK_STREAM`, Native Client
+/// made `SOCK_SEQPACKET` ones.
+const ADDRESS_TYPES: &[SockType] = &[SockType::Stream, SockType::SeqPacket];
+
 impl TryFrom<OwnedFd> for SocketAddress {
     type Error = io::Error;
 
@@ -146,30 +150,33 @@ impl TryFrom<OwnedFd> for SocketAddress {
     /// it close-on-exec. Fails with `InvalidInput` for anything else. Needs no
     /// runtime.
     fn try_from(fd: OwnedFd) -> io::Result<Self> {
-        validate::adopt(
-            &fd,
-            "SocketAddress",
-            &[SockType::Stream, SockType::SeqPacket],
-        )?;
+        validate::adopt(&fd, "SocketAddress", ADDRESS_TYPES)?;
         Ok(Self::from_checked(fd))
     }
 }
 
 impl SocketAddress {
     /// Takes the address the parent passed as [`handoff::ADDRESS`](crate::handoff::ADDRESS)
-    /// (see [`handoff`](crate::handoff)), validates it and removes it from the environment.
+    /// (see [`handoff`](crate::handoff)): checks it, then takes ownership. The
+    /// environment is not changed; the entry is handed out once per process.
     ///
     /// # Errors
     ///
-    /// `NotFound` when nothing was passed under that name, `InvalidData` for a
-    /// malformed variable, and `InvalidInput` when the descriptor is not a
-    /// connected `AF_UNIX` stream or seqpacket socket (it is then closed).
+    /// As [`handoff::take`](crate::handoff::take) (`NotFound` when nothing was
+    /// passed under that name or it was already taken, `InvalidData` for a
+    /// malformed or stale entry), and `InvalidInput` when the descriptor is not a
+    /// connected `AF_UNIX` stream or seqpacket socket. The type is checked before
+    /// ownership is taken: a refused descriptor is left open and its entry
+    /// untaken, so [`handoff::take`](crate::handoff::take) can still take it.
     pub fn from_env() -> io::Result<SocketAddress> {
         Self::from_env_named(crate::handoff::ADDRESS)
     }
 
     /// As [`from_env`](Self::from_env), for the descriptor passed under `name`.
     pub fn from_env_named(name: &str) -> io::Result<SocketAddress> {
-        SocketAddress::try_from(crate::handoff::take(name)?)
+        let fd = crate::handoff::take_checked(name, |fd| {
+            validate::check(fd, "SocketAddress", ADDRESS_TYPES).map(drop)
+        })?;
+        Ok(Self::from_checked(fd))
     }
 }

@@ -329,12 +329,19 @@ impl ConnectedSocket {
 
 impl ConnectedSocket {
     /// Takes the connection the parent passed under `name` (see
-    /// [`handoff`](crate::handoff)), validates it and removes it from the environment.
+    /// [`handoff`](crate::handoff)): checks it is a connected `AF_UNIX`
+    /// `SOCK_SEQPACKET` socket, then takes ownership. The environment is not
+    /// changed; the entry is handed out once per process.
     ///
     /// # Errors
     ///
-    /// As [`SocketAddress::from_env_named`](crate::SocketAddress::from_env_named).
+    /// As [`SocketAddress::from_env_named`](crate::SocketAddress::from_env_named):
+    /// a descriptor of the wrong type (`InvalidInput`) is left open and its entry
+    /// untaken.
     pub fn from_env_named(name: &str) -> io::Result<ConnectedSocket> {
-        ConnectedSocket::try_from(crate::handoff::take(name)?)
+        let fd = crate::handoff::take_checked(name, |fd| {
+            validate::check(fd, "ConnectedSocket", &[SockType::SeqPacket]).map(drop)
+        })?;
+        Ok(ConnectedSocket::from_checked(fd))
     }
 }

@@ -1,5 +1,5 @@
 //! Every `unsafe` block in the crate: `sendmsg`/`recvmsg` with descriptors, and
-//! taking ownership of descriptors the kernel installed for us.
+//! taking ownership of descriptors the kernel installed for us or a parent passed us.
 //!
 //! Flags are fixed here, once, for every caller:
 //! - sends pass `MSG_NOSIGNAL` (a closed peer is `EPIPE`, never `SIGPIPE`) and
@@ -404,23 +404,31 @@ pub fn keep_across_exec(command: &mut std::process::Command, fds: Vec<OwnedFd>) 
     unsafe { command.pre_exec(hook) };
 }
 
-/// Takes ownership of descriptor `number` that our parent passed us, after checking
-/// that it is open and really was inherited.
+/// Takes ownership of descriptor `number`, which our parent passed us, once it is
+/// known to be open, to have been inherited, and to pass `check`; until then it is
+/// only borrowed. A descriptor that fails any of these is left exactly as it was:
+/// open (if it was), its flags unchanged, owned by nobody.
 ///
 /// A descriptor that survived `exec` has `FD_CLOEXEC` clear; everything this
 /// process opened itself (Rust's standard library, Tokio and this crate all open
 /// close-on-exec) has it set. So a close-on-exec number is refused, untouched: a
 /// stale or forged variable cannot make us take, and later close, a descriptor
-/// that something else in this process owns.
+/// that something else in this process owns. `check` then proves the rest (in
+/// [`crate::handoff`]: that it is the very file the parent named, and of the type
+/// the caller needs) on a borrow that cannot outlive the call.
 ///
-/// The caller guarantees that nothing else in this process owns `number`:
-/// [`crate::handoff`] hands each inherited number out once, and removes it from the
-/// environment under a lock before calling this.
-pub fn adopt_inherited(number: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: F_GETFD reads descriptor flags; it touches no memory.
+/// The caller guarantees that `number` is handed out once: [`crate::handoff`]
+/// calls this under its lock, only for a number it has not handed out before, and
+/// records the number as taken before releasing the lock.
+pub fn take_inherited(
+    number: RawFd,
+    check: impl FnOnce(BorrowedFd<'_>) -> io::Result<()>,
+) -> io::Result<OwnedFd> {
     let flags = if number < 0 {
         -1
     } else {
+        // SAFETY: F_GETFD on a number reads that descriptor's flags (or fails with
+        // EBADF); it touches no memory and changes nothing.
         unsafe { libc::fcntl(number, libc::F_GETFD) }
     };
     if flags == -1 {
@@ -438,9 +446,24 @@ pub fn adopt_inherited(number: RawFd) -> io::Result<OwnedFd> {
             ),
         ));
     }
-    // SAFETY: the descriptor is open, was inherited across exec (checked above),
-    // and by this function's contract is handed out once, so this `OwnedFd` is its
-    // only owner.
+    {
+        // SAFETY: `borrow_raw` needs the descriptor to stay open for the borrow's
+        // life. It is open (F_GETFD just succeeded). It is not close-on-exec, so it
+        // was inherited across exec rather than opened by this process's Rust code,
+        // and a descriptor inherited and named in the hand-off variable belongs to
+        // the hand-off until taken: nothing else in the process owns it, so nothing
+        // may close it (closing a descriptor one does not own breaks I/O safety).
+        // By this function's contract it has not been taken before, and takes are
+        // serialised, so no `OwnedFd` for it exists that could close it meanwhile.
+        // The borrow is lent to `check` only, which must accept it for any
+        // lifetime and so cannot keep it, and it ends before ownership is taken
+        // below.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(number) };
+        check(borrowed)?;
+    }
+    // SAFETY: the descriptor is open and inherited, owned by nothing else in this
+    // process (see the borrow above, which has ended), and by this function's
+    // contract handed out this once, so this `OwnedFd` is its only owner.
     Ok(unsafe { OwnedFd::from_raw_fd(number) })
 }
 

@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
@@ -79,16 +79,22 @@ pub fn connected_unix_socket(
     }
 }
 
+/// Checks, without taking it, that `fd` can become a `what`: a connected `AF_UNIX`
+/// socket of one of the `accepted` types. `InvalidInput` naming the problem
+/// otherwise; the descriptor is not touched either way.
+pub fn check(fd: BorrowedFd<'_>, what: &str, accepted: &[SockType]) -> io::Result<SockType> {
+    connected_unix_socket(fd, accepted).map_err(|problem| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot make a {what} from this descriptor: {problem}"),
+        )
+    })
+}
+
 /// Validates a descriptor a caller converts into one of our types, and makes it
 /// close-on-exec (the caller may have made it without `O_CLOEXEC`).
 pub fn adopt(fd: &OwnedFd, what: &str, accepted: &[SockType]) -> io::Result<SockType> {
-    let kind =
-        connected_unix_socket(std::os::fd::AsFd::as_fd(fd), accepted).map_err(|problem| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("cannot make a {what} from this descriptor: {problem}"),
-            )
-        })?;
+    let kind = check(fd.as_fd(), what, accepted)?;
     fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io::Error::from)?;
     Ok(kind)
 }

@@ -4,13 +4,73 @@
 mod common;
 
 use std::io::{self, ErrorKind};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use common::{child, child_main, child_role, ensure, expect_success, fail, run};
-use tokio_imc::{handoff, make_bound_socket, ConnectedSocket, SocketAddress};
+use tokio_imc::{blocking, handoff, make_bound_socket, ConnectedSocket, SocketAddress};
 
 const TEST: &str = "handoff_cases";
+
+/// `F_GETFD` on a raw number, as a child checks a descriptor it does not own:
+/// `None` when it is not open, else whether it is close-on-exec.
+fn cloexec_of(number: RawFd) -> Option<bool> {
+    // SAFETY: F_GETFD reads the flags of a descriptor number (or fails with EBADF);
+    // it touches no memory and neither takes nor closes anything.
+    let flags = unsafe { nix::libc::fcntl(number, nix::libc::F_GETFD) };
+    (flags != -1).then_some(flags & nix::libc::FD_CLOEXEC != 0)
+}
+
+/// Asserts that the descriptor at `number` is open and still inheritable: left
+/// exactly as the parent passed it.
+fn untouched(number: RawFd) -> io::Result<()> {
+    ensure(
+        cloexec_of(number) == Some(false),
+        format!(
+            "descriptor {number} was touched: F_GETFD says {:?}",
+            cloexec_of(number)
+        ),
+    )
+}
+
+/// `device:inode` of a descriptor, as an entry names it.
+fn file_id(fd: BorrowedFd<'_>) -> io::Result<String> {
+    let stat = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
+    Ok(format!("{}:{}", stat.st_dev, stat.st_ino))
+}
+
+/// The value `pass` gave the variable on `command`.
+fn passed(command: &Command) -> io::Result<String> {
+    command
+        .get_envs()
+        .find(|(key, _)| *key == handoff::ENV_VAR)
+        .and_then(|(_, value)| value?.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| fail("pass set no variable"))
+}
+
+/// The number an entry of `value` gives `name`.
+fn number_in(value: &str, name: &str) -> io::Result<RawFd> {
+    value
+        .split(',')
+        .find_map(|entry| entry.strip_prefix(&format!("{name}=")))
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|number| number.parse().ok())
+        .ok_or_else(|| fail(format!("no entry {name} in {value}")))
+}
+
+/// A number the parent told the child in `variable`.
+fn number_from_env(variable: &str) -> io::Result<RawFd> {
+    std::env::var(variable)
+        .map_err(io::Error::other)?
+        .parse()
+        .map_err(io::Error::other)
+}
+
+/// One way of taking a passed descriptor, for a child to try several.
+type Attempt = fn() -> io::Result<()>;
 
 /// The child side of every case, chosen by role.
 async fn child_case(role: &str) -> io::Result<()> {
@@ -36,12 +96,16 @@ async fn child_case(role: &str) -> io::Result<()> {
                 format!("{err:?}"),
             )
         }
-        "stale" => {
+        "not-inherited" => {
             // The variable names a descriptor this process opened itself (close-on-
-            // exec, like everything Rust opens): it is refused and left open.
+            // exec, like everything Rust opens), device and inode right: it is
+            // refused and left open.
             let file = std::fs::File::open("/dev/null")?;
             let number = file.as_raw_fd();
-            std::env::set_var(handoff::ENV_VAR, format!("address={number}"));
+            std::env::set_var(
+                handoff::ENV_VAR,
+                format!("address={number}:{}", file_id(file.as_fd())?),
+            );
             let err = SocketAddress::from_env()
                 .err()
                 .ok_or_else(|| fail("a stale number was taken"))?;
@@ -50,7 +114,7 @@ async fn child_case(role: &str) -> io::Result<()> {
                 format!("{err:?}"),
             )?;
             ensure(
-                common::open_fds().contains_key(&number),
+                cloexec_of(number) == Some(true),
                 "the descriptor was left alone",
             )?;
             drop(file);
@@ -67,33 +131,13 @@ async fn child_case(role: &str) -> io::Result<()> {
             // The descriptor under the other name is still there to take.
             ConnectedSocket::from_env_named("other").map(drop)
         }
-        "wrong-type" => {
-            let number: i32 = std::env::var(handoff::ENV_VAR)
-                .map_err(io::Error::other)?
-                .trim_start_matches("address=")
-                .parse()
-                .map_err(io::Error::other)?;
-            let err = SocketAddress::from_env()
-                .err()
-                .ok_or_else(|| fail("a pipe became an address"))?;
-            ensure(err.kind() == ErrorKind::InvalidInput, format!("{err:?}"))?;
-            ensure(err.to_string().contains("not a socket"), err.to_string())?;
-            // The refused descriptor was closed, not leaked.
-            ensure(
-                !common::open_fds().contains_key(&number),
-                "the refused descriptor is closed",
-            )
-        }
         "several" => {
+            let value = std::env::var(handoff::ENV_VAR).map_err(io::Error::other)?;
             let address = SocketAddress::from_env()?;
-            ensure(
-                std::env::var(handoff::ENV_VAR).is_ok(),
-                "the other entry is still named",
-            )?;
             let mut control = ConnectedSocket::from_env_named("control")?;
             ensure(
-                std::env::var_os(handoff::ENV_VAR).is_none(),
-                "variable removed once empty",
+                std::env::var(handoff::ENV_VAR).ok().as_deref() == Some(value.as_str()),
+                "the variable is unchanged",
             )?;
             ensure(
                 common::is_cloexec(address.as_fd()) && common::is_cloexec(control.as_fd()),
@@ -102,19 +146,14 @@ async fn child_case(role: &str) -> io::Result<()> {
             let mut connection = address.connect().await?;
             connection.send(b"via address", &[]).await?;
             control.send(b"via control", &[]).await?;
-            // A second take of the same name finds nothing.
-            let err = SocketAddress::from_env()
-                .err()
-                .ok_or_else(|| fail("taken twice"))?;
-            ensure(err.kind() == ErrorKind::NotFound, format!("{err:?}"))?;
-            // A grandchild inherits neither the descriptors nor the variable.
+            // A grandchild inherits the variable but neither descriptor.
             let listing = Command::new("sh")
                 .args(["-c", "echo \"var=[$TOKIO_IMC_FDS]\"; ls -l /proc/$$/fd"])
                 .output()?;
             let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
             ensure(
-                listing.contains("var=[]"),
-                format!("grandchild saw the variable: {listing}"),
+                listing.contains(&format!("var=[{value}]")),
+                format!("grandchild saw another variable: {listing}"),
             )?;
             for fd in [address.as_raw_fd(), control.as_raw_fd()] {
                 let target = std::fs::read_link(format!("/proc/self/fd/{fd}"))?;
@@ -123,13 +162,33 @@ async fn child_case(role: &str) -> io::Result<()> {
                     format!("grandchild holds {fd}: {listing}"),
                 )?;
             }
+            // A grandchild that tries to take them is refused.
+            let grandchild = child(TEST, "grandchild").spawn()?;
+            tokio::task::spawn_blocking(move || expect_success(grandchild))
+                .await
+                .map_err(io::Error::other)
+        }
+        "grandchild" => {
+            let value = std::env::var(handoff::ENV_VAR).map_err(io::Error::other)?;
+            for name in [handoff::ADDRESS, "control"] {
+                let number = number_in(&value, name)?;
+                let before = cloexec_of(number);
+                let err = handoff::take(name)
+                    .err()
+                    .ok_or_else(|| fail(format!("the grandchild took {name}")))?;
+                ensure(
+                    matches!(err.kind(), ErrorKind::NotFound | ErrorKind::InvalidData),
+                    format!("{err:?}"),
+                )?;
+                ensure(
+                    cloexec_of(number) == before,
+                    format!("the grandchild's descriptor {number} was touched"),
+                )?;
+            }
             Ok(())
         }
         "inherits-nothing-else" => {
-            let inheritable: i32 = std::env::var("INHERITABLE_FD")
-                .map_err(io::Error::other)?
-                .parse()
-                .map_err(io::Error::other)?;
+            let inheritable = number_from_env("INHERITABLE_FD")?;
             ensure(
                 !common::open_fds().contains_key(&inheritable),
                 "the parent's inheritable pipe did not leak in",
@@ -159,18 +218,14 @@ fn handoff_cases() {
         );
         expect_success(
             child(TEST, "not-open")
-                .env(handoff::ENV_VAR, "address=900")
+                .env(handoff::ENV_VAR, "address=900:1:1")
                 .spawn()?,
         );
+        expect_success(child(TEST, "not-inherited").spawn()?);
 
         let (a, _b) = ConnectedSocket::pair()?;
         let mut command = child(TEST, "wrong-name");
         handoff::pass(&mut command, &[("other", a.as_fd())])?;
-        expect_success(command.spawn()?);
-
-        let (read_end, _write_end) = common::pipe();
-        let mut command = child(TEST, "wrong-type");
-        handoff::pass(&mut command, &[(handoff::ADDRESS, read_end.as_fd())])?;
         expect_success(command.spawn()?);
 
         let (mut control, control_peer) = ConnectedSocket::pair()?;
@@ -224,5 +279,297 @@ fn handoff_cases() {
             .err()
             .ok_or_else(|| fail("passed twice"))?;
         ensure(err.kind() == ErrorKind::InvalidInput, format!("{err:?}"))
+    });
+}
+
+/// Waits, briefly, until `done`; false if it never was.
+fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + common::HANG;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// Takes the address on one thread while three others read the variable in a
+/// loop: every read sees the value the parent set, before, during and after.
+fn take_while_others_read() -> io::Result<SocketAddress> {
+    const READS: usize = 2000;
+    let original = std::env::var(handoff::ENV_VAR).map_err(io::Error::other)?;
+    let stop = AtomicBool::new(false);
+    let reads = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        let now = std::env::var(handoff::ENV_VAR);
+                        if now.as_deref() != Ok(original.as_str()) {
+                            return Err(format!("{now:?}"));
+                        }
+                        reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let all_done = || readers.iter().all(|reader| reader.is_finished());
+        let started = wait_until(|| reads.load(Ordering::Relaxed) >= READS || all_done());
+        let taken = scope
+            .spawn(SocketAddress::from_env)
+            .join()
+            .unwrap_or_else(|_| Err(fail("the taking thread panicked")));
+        let mark = reads.load(Ordering::Relaxed);
+        let went_on = wait_until(|| reads.load(Ordering::Relaxed) >= mark + READS || all_done());
+        stop.store(true, Ordering::Relaxed);
+        for reader in readers {
+            reader
+                .join()
+                .map_err(|_| fail("a reader panicked"))?
+                .map_err(|seen| fail(format!("a reader saw the variable change: {seen}")))?;
+        }
+        ensure(started && went_on, "the readers ran around the take")?;
+        taken
+    })
+}
+
+#[test]
+fn take_on_one_thread_while_others_read_the_environment() {
+    const TEST: &str = "take_on_one_thread_while_others_read_the_environment";
+    if child_role().is_some() {
+        child_main(|| async {
+            let before = std::env::var(handoff::ENV_VAR).map_err(io::Error::other)?;
+            let address = take_while_others_read()?;
+            ensure(
+                std::env::var(handoff::ENV_VAR).ok().as_deref() == Some(before.as_str()),
+                "the variable is unchanged after take",
+            )?;
+            let mut connection = address.connect().await?;
+            connection.send(b"taken on another thread", &[]).await
+        });
+    }
+    run(|| async {
+        let (address, bound) = make_bound_socket()?;
+        let mut command = child(TEST, "child");
+        handoff::pass(&mut command, &[(handoff::ADDRESS, address.as_fd())])?;
+        let process = command.spawn()?;
+        // With every other holder gone, a child that fails before connecting ends
+        // the accept at once (`NotConnected`) instead of letting it hang.
+        drop((command, address));
+        let mut connection = common::bounded("accept", bound.accept()).await??;
+        let message = common::bounded("the child's message", connection.recv())
+            .await??
+            .ok_or_else(|| fail("closed"))?;
+        ensure(
+            &message.data[..] == b"taken on another thread",
+            "the address works",
+        )?;
+        expect_success(process);
+        Ok(())
+    });
+}
+
+#[test]
+fn a_name_is_handed_out_once() {
+    const TEST: &str = "a_name_is_handed_out_once";
+    if child_role().is_some() {
+        child_main(|| async {
+            let first = SocketAddress::from_env()?;
+            let number = first.as_raw_fd();
+            let again: [(&str, Attempt); 3] = [
+                ("take", || handoff::take(handoff::ADDRESS).map(drop)),
+                ("from_env", || SocketAddress::from_env().map(drop)),
+                // Another name for the same number.
+                ("alias", || handoff::take("alias").map(drop)),
+            ];
+            for (what, take) in again {
+                let err = take()
+                    .err()
+                    .ok_or_else(|| fail(format!("{what}: taken twice")))?;
+                ensure(
+                    err.kind() == ErrorKind::NotFound && err.to_string().contains("already taken"),
+                    format!("{what}: {err:?}"),
+                )?;
+            }
+            ensure(
+                cloexec_of(number) == Some(true),
+                "the first take still owns the descriptor",
+            )?;
+            // Two threads racing for one name: one wins.
+            let (a, b) = std::thread::scope(|scope| {
+                let a = scope.spawn(|| handoff::take("spare"));
+                let b = scope.spawn(|| handoff::take("spare"));
+                (a.join(), b.join())
+            });
+            let (a, b) = (
+                a.map_err(|_| fail("panicked"))?,
+                b.map_err(|_| fail("panicked"))?,
+            );
+            ensure(
+                a.is_ok() != b.is_ok(),
+                format!("one take of two wins: {a:?} {b:?}"),
+            )?;
+            let mut connection = first.connect().await?;
+            connection.send(b"still mine", &[]).await
+        });
+    }
+    run(|| async {
+        let (address, bound) = make_bound_socket()?;
+        let (spare, _spare_peer) = ConnectedSocket::pair()?;
+        let mut command = child(TEST, "child");
+        handoff::pass(
+            &mut command,
+            &[
+                (handoff::ADDRESS, address.as_fd()),
+                ("spare", spare.as_fd()),
+            ],
+        )?;
+        let value = passed(&command)?;
+        let number = number_in(&value, handoff::ADDRESS)?;
+        command.env(
+            handoff::ENV_VAR,
+            format!("{value},alias={number}:{}", file_id(address.as_fd())?),
+        );
+        let process = command.spawn()?;
+        // With every other holder gone, a child that fails before connecting ends
+        // the accept at once (`NotConnected`) instead of letting it hang.
+        drop((command, address));
+        let mut connection = common::bounded("accept", bound.accept()).await??;
+        let message = common::bounded("the child's message", connection.recv())
+            .await??
+            .ok_or_else(|| fail("closed"))?;
+        ensure(&message.data[..] == b"still mine", "the first take works")?;
+        expect_success(process);
+        Ok(())
+    });
+}
+
+#[test]
+fn a_stale_entry_naming_another_file_is_refused_and_left_open() {
+    const TEST: &str = "a_stale_entry_naming_another_file_is_refused_and_left_open";
+    if let Some(role) = child_role() {
+        child_main(|| async move {
+            let number = number_from_env("STALE_FD")?;
+            let expected = match role.as_str() {
+                "stale" => "inode",
+                "no-inode" => "device and inode",
+                other => return Err(fail(format!("unknown role {other}"))),
+            };
+            for attempt in 0..2 {
+                let err = SocketAddress::from_env()
+                    .err()
+                    .ok_or_else(|| fail("another file was taken as the address"))?;
+                ensure(
+                    err.kind() == ErrorKind::InvalidData && err.to_string().contains(expected),
+                    format!("attempt {attempt}: {err:?}"),
+                )?;
+                untouched(number)?;
+                let err = handoff::take(handoff::ADDRESS)
+                    .err()
+                    .ok_or_else(|| fail("another file was taken"))?;
+                ensure(err.kind() == ErrorKind::InvalidData, format!("{err:?}"))?;
+                untouched(number)?;
+            }
+            Ok(())
+        });
+    }
+    run(|| async {
+        let (address, _bound) = make_bound_socket()?;
+        // Another socket, of a type an address may have, really inherited at a
+        // number the variable names for `address`.
+        let (decoy, _decoy_bound) = make_bound_socket()?;
+        for (role, file) in [
+            ("stale", Some(file_id(address.as_fd())?)),
+            ("no-inode", None),
+        ] {
+            let mut command = child(TEST, role);
+            handoff::pass(&mut command, &[("decoy", decoy.as_fd())])?;
+            let number = number_in(&passed(&command)?, "decoy")?;
+            let entry = match file {
+                Some(file) => format!("address={number}:{file}"),
+                None => format!("address={number}"),
+            };
+            command
+                .env(handoff::ENV_VAR, entry)
+                .env("STALE_FD", number.to_string());
+            expect_success(command.spawn()?);
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_descriptor_of_the_wrong_type_is_refused_and_left_open() {
+    const TEST: &str = "a_descriptor_of_the_wrong_type_is_refused_and_left_open";
+    if child_role().is_some() {
+        child_main(|| async {
+            let number = number_in(
+                &std::env::var(handoff::ENV_VAR).map_err(io::Error::other)?,
+                handoff::ADDRESS,
+            )?;
+            let refusals: [(&str, Attempt); 3] = [
+                ("SocketAddress", || SocketAddress::from_env().map(drop)),
+                ("ConnectedSocket", || {
+                    ConnectedSocket::from_env_named(handoff::ADDRESS).map(drop)
+                }),
+                ("blocking::SocketAddress", || {
+                    blocking::SocketAddress::from_env().map(drop)
+                }),
+            ];
+            for (what, take) in refusals {
+                let err = take()
+                    .err()
+                    .ok_or_else(|| fail(format!("a pipe became a {what}")))?;
+                ensure(
+                    err.kind() == ErrorKind::InvalidInput
+                        && err.to_string().contains("not a socket")
+                        && err.to_string().contains("left open"),
+                    format!("{what}: {err:?}"),
+                )?;
+                untouched(number)?;
+            }
+            // The entry was not taken: the pipe is still there, for whoever wants
+            // it as what it is.
+            let pipe = handoff::take(handoff::ADDRESS)?;
+            ensure(
+                pipe.as_raw_fd() == number && common::is_cloexec(pipe.as_fd()),
+                "taken as a plain descriptor",
+            )?;
+            drop(pipe);
+            ensure(cloexec_of(number).is_none(), "closed by its owner")
+        });
+    }
+    run(|| async {
+        let (read_end, _write_end) = common::pipe();
+        let mut command = child(TEST, "child");
+        handoff::pass(&mut command, &[(handoff::ADDRESS, read_end.as_fd())])?;
+        expect_success(command.spawn()?);
+        Ok(())
+    });
+}
+
+#[test]
+fn stdio_numbers_are_refused_as_stdio() {
+    const TEST: &str = "stdio_numbers_are_refused_as_stdio";
+    if child_role().is_some() {
+        child_main(|| async {
+            let err = SocketAddress::from_env()
+                .err()
+                .ok_or_else(|| fail("stdout became an address"))?;
+            ensure(
+                err.kind() == ErrorKind::InvalidData && err.to_string().contains("stdio"),
+                format!("{err:?}"),
+            )?;
+            ensure(cloexec_of(1).is_some(), "stdout is still open")
+        });
+    }
+    run(|| async {
+        for entry in ["address=1", "address=0:1:1", "address=2:1:1"] {
+            expect_success(child(TEST, "child").env(handoff::ENV_VAR, entry).spawn()?);
+        }
+        Ok(())
     });
 }

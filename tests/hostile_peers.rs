@@ -30,12 +30,14 @@ const FLOOD_PROCESSES: usize = 4;
 const LOAD_CONNECTIONS: usize = 10_000;
 const LOAD_PROCESSES: usize = 4;
 
-/// The address a raw attacker inherited, taken without tokio-imc.
+/// The address a raw attacker inherited, taken without tokio-imc (entries are
+/// `name=number:device:inode`; a raw attacker trusts the number).
 fn inherited(name: &str) -> OwnedFd {
     let value = std::env::var(handoff::ENV_VAR).expect("TOKIO_IMC_FDS");
     let number: RawFd = value
         .split(',')
         .find_map(|entry| entry.strip_prefix(&format!("{name}=")))
+        .and_then(|rest| rest.split(':').next())
         .and_then(|n| n.parse().ok())
         .expect("a passed descriptor");
     // SAFETY: the parent passed this descriptor to us under `name`; nothing else in

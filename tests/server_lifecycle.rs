@@ -196,10 +196,11 @@ fn a_child_inherits_the_address_connects_and_exchanges_descriptors() {
     const TEST: &str = "a_child_inherits_the_address_connects_and_exchanges_descriptors";
     if child_role().is_some() {
         child_main(|| async {
+            let before = std::env::var_os(tokio_imc::handoff::ENV_VAR);
             let address = SocketAddress::from_env()?;
             ensure(
-                std::env::var_os(tokio_imc::handoff::ENV_VAR).is_none(),
-                "variable removed",
+                before.is_some() && std::env::var_os(tokio_imc::handoff::ENV_VAR) == before,
+                "the variable is read, not changed",
             )?;
             let mut connection = address.connect().await?;
             let memfd =

@@ -35,12 +35,14 @@ impl SocketAddress {
         Ok(SocketAddress { inner })
     }
 
-    /// Takes the address a parent passed (see [`crate::handoff`]).
+    /// Takes the address a parent passed (see [`crate::handoff`]), with the
+    /// checks and errors of [`crate::SocketAddress::from_env`].
     pub fn from_env() -> io::Result<SocketAddress> {
         Self::from_env_named(crate::handoff::ADDRESS)
     }
 
-    /// Takes the address a parent passed under `name`.
+    /// Takes the address a parent passed under `name`; see
+    /// [`crate::SocketAddress::from_env_named`].
     pub fn from_env_named(name: &str) -> io::Result<SocketAddress> {
         let inner = crate::SocketAddress::from_env_named(name)?;
         Ok(SocketAddress { inner })

@@ -98,7 +98,8 @@ impl ConnectedSocket {
         Ok((RecvHalf { inner: recv }, SendHalf { inner: send }))
     }
 
-    /// Takes the connection a parent passed under `name` (see [`crate::handoff`]).
+    /// Takes the connection a parent passed under `name` (see [`crate::handoff`]),
+    /// with the checks and errors of [`crate::ConnectedSocket::from_env_named`].
     pub fn from_env_named(name: &str) -> io::Result<ConnectedSocket> {
         let inner = crate::ConnectedSocket::from_env_named(name)?;
         Ok(ConnectedSocket { inner })

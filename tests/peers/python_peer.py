@@ -1,8 +1,9 @@
 """An independent tokio-imc peer written with Python's standard library only.
 
-It inherits an address (TOKIO_IMC_FDS=address=N), connects through it, exchanges
-bytes and descriptors, then makes its own bound pair, hands the address to the
-Rust side inside a message, accepts the Rust client's connection and answers it.
+It inherits an address (TOKIO_IMC_FDS=address=N:DEVICE:INODE), checks that N is
+that file, connects through it, exchanges bytes and descriptors, then makes its
+own bound pair, hands the address to the Rust side inside a message, accepts the
+Rust client's connection and answers it.
 """
 import os
 import socket
@@ -16,7 +17,11 @@ def expect(condition, what):
 
 def main():
     entries = dict(e.split("=") for e in os.environ["TOKIO_IMC_FDS"].split(","))
-    address = socket.socket(fileno=int(entries["address"]))
+    number, device, inode = (int(field) for field in entries["address"].split(":"))
+    status = os.fstat(number)
+    expect((status.st_dev, status.st_ino) == (device, inode),
+           "descriptor %d is another file" % number)
+    address = socket.socket(fileno=number)
 
     # connect: a fresh SOCK_SEQPACKET pair, "c" plus one end through the address.
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
