@@ -4,8 +4,8 @@
 //! prints time ratios.
 //!
 //! ```text
-//! cargo bench --bench ipc                 # everything (about a minute)
-//! cargo bench --bench ipc -- connect      # one group by name
+//! cargo bench --bench ipc                 # everything (about 8 minutes on the project's VM)
+//! cargo bench --bench ipc -- round_trip   # the groups whose name contains this
 //! cargo bench --bench ipc -- --quick      # a fast smoke run
 //! ```
 
