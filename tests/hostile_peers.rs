@@ -332,7 +332,8 @@ fn a_server_that_never_accepts_pushes_back_and_too_many_refs_is_the_clients_erro
         "a_server_that_never_accepts_pushes_back_and_too_many_refs_is_the_clients_error";
     if child_role().is_some() {
         // An unprivileged client (the in-flight limit does not bind root) with a
-        // small descriptor limit.
+        // small descriptor limit. Run as root, it drops to nobody; run as any other
+        // user, it is unprivileged already: the test needs no root.
         let nobody = nix::unistd::Uid::from_raw(65534);
         if nix::unistd::geteuid().is_root() {
             let group = nix::unistd::Gid::from_raw(65534);

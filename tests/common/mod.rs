@@ -222,6 +222,13 @@ pub async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> io::Resu
         .map_err(|_| fail(format!("{what} hung")))
 }
 
+/// Reports on the terminal that `test` was skipped, and why. Written to stderr
+/// directly: the harness captures `eprintln!` of a passing test, and a skip must
+/// not look like a pass.
+pub fn skipped(test: &str, why: &str) {
+    let _ = writeln!(io::stderr(), "SKIPPED {test}: {why}");
+}
+
 /// The inode of the file a descriptor refers to, to check that a received
 /// descriptor is the same open file as the one sent.
 pub fn inode(fd: impl AsFd) -> u64 {
