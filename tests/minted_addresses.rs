@@ -8,7 +8,7 @@ use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
-use common::{bounded, ensure, fail, raw_pair, raw_send, run};
+use common::{bounded, ensure, fail, poll_once, raw_pair, raw_send, run};
 use nix::sys::socket::SockType;
 use tokio_imc::{
     blocking, make_bound_socket, AddressId, BoundSocket, ConnectedSocket, SocketAddress,
@@ -74,17 +74,17 @@ fn each_connection_names_the_address_it_came_through() {
 fn an_accept_already_waiting_serves_addresses_minted_after_it_started() {
     run(|| async {
         let (_original, bound) = make_bound_socket()?;
-        let bound = std::sync::Arc::new(bound);
-        let waiting = tokio::spawn({
-            let bound = std::sync::Arc::clone(&bound);
-            async move { bound.accept().await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let waiting = bound.accept();
+        tokio::pin!(waiting);
+        // Nothing is queued: the accept tries, registers and waits, on the original
+        // address alone (no address was minted yet).
+        ensure(
+            poll_once(&mut waiting).await.is_pending(),
+            "the accept is waiting before any address is minted",
+        )?;
         let (id, minted) = bound.mint_address()?;
         let _client = minted.connect().await?;
-        let server = bounded("the waiting accept", waiting)
-            .await?
-            .map_err(io::Error::other)??;
+        let server = bounded("the waiting accept", waiting).await??;
         ensure(
             server.address_id() == Some(id),
             "served through the minted address",

@@ -3,22 +3,24 @@
 mod common;
 
 use std::io::{self, ErrorKind};
-use std::time::Duration;
+use std::task::Poll;
 
-use common::{bounded, child, child_main, child_role, ensure, expect_success, fail, run};
+use common::{
+    bounded, child, child_main, child_role, ensure, expect_success, fail, poll_once, run,
+};
 use tokio_imc::{make_bound_socket, ConnectedSocket, SocketAddress};
 
-/// Connects until a connect does not complete within `patience`: the server's
-/// queue is then full. Returns the connections made.
-async fn fill_queue(
-    address: &SocketAddress,
-    patience: Duration,
-) -> io::Result<Vec<ConnectedSocket>> {
+/// Connects until a connect has to wait (its `sendmsg` found no room): the
+/// server's queue is then full. Returns the connections made; the waiting connect
+/// is dropped, which sends nothing.
+async fn fill_queue(address: &SocketAddress) -> io::Result<Vec<ConnectedSocket>> {
     let mut queued = Vec::new();
     loop {
-        match tokio::time::timeout(patience, address.connect()).await {
-            Ok(connection) => queued.push(connection?),
-            Err(_) => return Ok(queued),
+        let connect = address.connect();
+        tokio::pin!(connect);
+        match poll_once(&mut connect).await {
+            Poll::Ready(connection) => queued.push(connection?),
+            Poll::Pending => return Ok(queued),
         }
         if queued.len() > 100_000 {
             return Err(fail("the queue never filled"));
@@ -138,7 +140,7 @@ fn accept_with_no_address_left_fails_at_once_and_keeps_failing() {
 fn connect_waits_while_the_queue_is_full_and_a_cancelled_connect_sends_nothing() {
     run(|| async {
         let (address, bound) = make_bound_socket()?;
-        let mut queued = fill_queue(&address, Duration::from_millis(200)).await?;
+        let mut queued = fill_queue(&address).await?;
         ensure(
             queued.len() > 5,
             format!("only {} requests fit", queued.len()),
@@ -153,20 +155,22 @@ fn connect_waits_while_the_queue_is_full_and_a_cancelled_connect_sends_nothing()
             }
         }
 
-        // A waiting connect completes once the server makes room.
-        let waiting = tokio::spawn({
-            let address = address.try_clone()?;
-            async move { address.connect().await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        ensure(!waiting.is_finished(), "connect waited for room")?;
+        // A waiting connect completes once the server makes room. It is pending
+        // on the full queue, and still is after the reactor has taken in every
+        // event, until accepts make room.
+        let waiting = address.connect();
+        tokio::pin!(waiting);
+        for _ in 0..3 {
+            ensure(
+                poll_once(&mut waiting).await.is_pending(),
+                "connect waits for room in the full queue",
+            )?;
+        }
         let mut accepted = Vec::new();
         for _ in 0..queued.len() {
             accepted.push(bounded("accept", bound.accept()).await??);
         }
-        let mut late = bounded("the waiting connect", waiting)
-            .await?
-            .map_err(io::Error::other)??;
+        let mut late = bounded("the waiting connect", waiting).await??;
         accepted.push(bounded("accept of the waiting connect", bound.accept()).await??);
 
         // Exactly one connection per completed connect, in order: the cancelled
@@ -183,9 +187,12 @@ fn connect_waits_while_the_queue_is_full_and_a_cancelled_connect_sends_nothing()
                 format!("connection {i} pairs with its client"),
             )?;
         }
-        let extra = tokio::time::timeout(Duration::from_millis(200), bound.accept()).await;
+        // Every request is queued by the time its connect returns, so anything a
+        // cancelled connect had sent would be there now.
+        let extra = bound.accept();
+        tokio::pin!(extra);
         ensure(
-            extra.is_err(),
+            poll_once(&mut extra).await.is_pending(),
             "no request left behind by a cancelled connect",
         )
     });

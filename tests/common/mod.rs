@@ -229,6 +229,22 @@ pub fn skipped(test: &str, why: &str) {
     let _ = writeln!(io::stderr(), "SKIPPED {test}: {why}");
 }
 
+/// Polls `future` once, in place, and returns what it gave: for a test to observe
+/// that something is waiting (`Pending`) or has nothing to wait for (`Ready`),
+/// instead of sleeping and hoping.
+///
+/// It first yields once, so the runtime polls its reactor and takes in every event
+/// the kernel has already reported; and it polls outside Tokio's cooperative
+/// budget. `Pending` therefore comes from the future itself: the operation was
+/// tried, or is registered with the reactor after trying, and would block.
+pub async fn poll_once<F: Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
+    tokio::task::yield_now().await;
+    tokio::task::unconstrained(std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::pin::Pin::new(&mut *future).poll(cx))
+    }))
+    .await
+}
+
 /// The inode of the file a descriptor refers to, to check that a received
 /// descriptor is the same open file as the one sent.
 pub fn inode(fd: impl AsFd) -> u64 {
