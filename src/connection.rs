@@ -321,9 +321,34 @@ impl TryFrom<UnixSeqpacket> for ConnectedSocket {
 impl ConnectedSocket {
     /// Hands the socket to tokio-seqpacket, registered with the current runtime,
     /// for code that speaks its API.
+    ///
+    /// # Errors
+    ///
+    /// `Unsupported` for a connection returned by
+    /// [`BoundSocket::accept`](crate::BoundSocket::accept), which is then closed
+    /// (check [`address_id`](Self::address_id) first: it is `Some` exactly for
+    /// those). An accepted socket was made by the peer, which can keep a duplicate
+    /// and clear `O_NONBLOCK` on it at any time; tokio-seqpacket's calls do not pass
+    /// `MSG_DONTWAIT` as this crate's do, so such a peer could then block a runtime
+    /// thread in `recvmsg`. Connections this process made ([`pair`](Self::pair),
+    /// [`SocketAddress::connect`](crate::SocketAddress::connect)) convert; for one
+    /// adopted from a descriptor, the caller vouches that no untrusted process holds
+    /// a duplicate of it.
     pub fn into_seqpacket(self) -> io::Result<UnixSeqpacket> {
         crate::runtime::require("a UnixSeqpacket")?;
-        UnixSeqpacket::try_from(self.io.into_endpoint()?.into_fd())
+        let endpoint = self.io.into_endpoint()?;
+        if let Some(id) = endpoint.address_id {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "into_seqpacket: refused for a connection accepted through address {id}: its \
+                     peer made the socket and may keep a duplicate and clear O_NONBLOCK, which \
+                     would let it block tokio-seqpacket's recvmsg (it does not pass MSG_DONTWAIT) \
+                     and the runtime thread with it; keep it a ConnectedSocket"
+                ),
+            ));
+        }
+        UnixSeqpacket::try_from(endpoint.into_fd())
     }
 }
 

@@ -170,7 +170,9 @@ fn judge(fd: BorrowedFd<'_>, received: Received) -> io::Result<Judged> {
     if !received.is_empty() {
         return Ok(Judged::Record(received.fds));
     }
-    if sys::read_hung_up(fd)? {
+    // End-of-stream reads as an empty record; a peer that sent an empty record
+    // and hung up may still have records queued behind it.
+    if sys::read_hung_up(fd)? && !sys::record_queued(fd)? {
         return Ok(Judged::End);
     }
     peer_warn!(

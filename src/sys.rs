@@ -111,6 +111,17 @@ fn recv_msg(
     head: &mut [MaybeUninit<u8>],
     tail: &mut [MaybeUninit<u8>],
 ) -> io::Result<Received> {
+    recv_msg_with(socket, head, tail, RECV_FLAGS)
+}
+
+/// [`recv_msg`] with `flags` (which must include [`RECV_FLAGS`]).
+fn recv_msg_with(
+    socket: BorrowedFd<'_>,
+    head: &mut [MaybeUninit<u8>],
+    tail: &mut [MaybeUninit<u8>],
+    flags: libc::c_int,
+) -> io::Result<Received> {
+    debug_assert_eq!(flags & RECV_FLAGS, RECV_FLAGS);
     let mut control = ControlBuffer::new();
     let control_space = control.as_uninit_mut();
     let mut iov = [
@@ -131,7 +142,7 @@ fn recv_msg(
     header.msg_controllen = control_space.len() as _;
     // SAFETY: every pointer in `header` refers to a live, writable buffer of the
     // stated length that outlives the call; the kernel writes at most those lengths.
-    let got = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut header, RECV_FLAGS) };
+    let got = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut header, flags) };
     if got < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -149,8 +160,26 @@ fn recv_msg(
     };
     for record in ancillary::parse(control_bytes) {
         match record {
-            Record::Rights(numbers) => received.fds.extend(numbers.map(adopt_received)),
-            Record::PidFd(numbers) => received.stray_fds += numbers.map(adopt_received).count(),
+            Record::Rights(numbers) => {
+                for raw in numbers {
+                    match adopt_received(raw) {
+                        Some(fd) => received.fds.push(fd),
+                        // The kernel reports a failure to install one with
+                        // MSG_CTRUNC; treat a negative number the same way.
+                        None => received.control_truncated = true,
+                    }
+                }
+            }
+            Record::PidFd(numbers) => {
+                // A pidfd the kernel could not make arrives as a negative errno
+                // (e.g. -EMFILE): nothing to close, but still a stray record.
+                for raw in numbers {
+                    match adopt_received(raw) {
+                        Some(_closed_on_drop) => received.stray_fds += 1,
+                        None => received.other_records += 1,
+                    }
+                }
+            }
             Record::Other { .. } => received.other_records += 1,
             Record::Malformed => received.malformed_control = true,
         }
@@ -158,12 +187,17 @@ fn recv_msg(
     Ok(received)
 }
 
-fn adopt_received(raw: RawFd) -> OwnedFd {
-    debug_assert!(raw >= 0, "the kernel installs non-negative descriptors");
-    // SAFETY: `raw` comes from a control record the kernel wrote in the recvmsg call
-    // that just returned: it installed this descriptor in our table for us, and
-    // nothing else in the process knows its number yet, so we are its only owner.
-    unsafe { OwnedFd::from_raw_fd(raw) }
+/// Takes ownership of a descriptor number from a control record; `None` for a
+/// negative number, which is an error code and never a descriptor.
+fn adopt_received(raw: RawFd) -> Option<OwnedFd> {
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: `raw` is non-negative and comes from a control record the kernel
+    // wrote in the recvmsg call that just returned: it installed this descriptor in
+    // our table for us, and nothing else in the process knows its number yet, so
+    // we are its only owner.
+    Some(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 /// Receives one record of at most `limit` bytes and appends its bytes to `buf`.
@@ -465,6 +499,28 @@ pub fn take_inherited(
     // process (see the borrow above, which has ended), and by this function's
     // contract handed out this once, so this `OwnedFd` is its only owner.
     Ok(unsafe { OwnedFd::from_raw_fd(number) })
+}
+
+/// After an empty read from a peer that has hung up: whether a record (even an
+/// empty one) is still queued, as opposed to end-of-stream, which reads as empty
+/// too.
+///
+/// While `SO_TIMESTAMP` is on, the kernel attaches a timestamp to every record it
+/// delivers, and nothing to end-of-stream. So it is turned on for one `MSG_PEEK`
+/// and off again. Descriptors a peek installs are closed at once.
+pub fn record_queued(socket: BorrowedFd<'_>) -> io::Result<bool> {
+    use nix::sys::socket::{setsockopt, sockopt::ReceiveTimestamp};
+
+    setsockopt(&socket, ReceiveTimestamp, &true)?;
+    let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+    let peeked = recv_msg_with(socket, &mut byte, &mut [], RECV_FLAGS | libc::MSG_PEEK);
+    setsockopt(&socket, ReceiveTimestamp, &false)?;
+    let peeked = peeked?;
+    Ok(peeked.len > 0
+        || peeked.data_truncated
+        || peeked.control_truncated
+        || !peeked.fds.is_empty()
+        || peeked.other_records > 0)
 }
 
 /// Whether the peer of a connected socket has hung up (or we shut down reading):

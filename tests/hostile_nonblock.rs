@@ -154,3 +154,36 @@ fn a_holder_making_the_shared_address_blocking_cannot_block_connect() {
         ensure(server??.recv().await?.is_some(), "served")
     });
 }
+
+#[test]
+fn an_accepted_connection_is_not_handed_to_tokio_seqpacket_where_a_thief_could_block_it() {
+    run(|| async {
+        let (address, bound) = make_bound_socket()?;
+        // The thief sends one end of its pair through the address, keeps a
+        // duplicate of it and makes it blocking.
+        let (_theirs, sent) = raw_pair(SockType::SeqPacket);
+        let stolen_end = sent.try_clone()?;
+        clear_nonblocking(stolen_end.as_fd())?;
+        common::raw_send(address.as_fd(), b"c", &[sent.as_fd()])?;
+        drop(sent);
+        let accepted = bounded("accept", bound.accept()).await??;
+        ensure(accepted.address_id().is_some(), "an accepted connection")?;
+        let err = accepted
+            .into_seqpacket()
+            .err()
+            .ok_or_else(|| fail("an accepted connection was handed to tokio-seqpacket"))?;
+        ensure(err.kind() == ErrorKind::Unsupported, format!("{err:?}"))?;
+        ensure(err.to_string().contains("O_NONBLOCK"), err.to_string())?;
+        // A connection this process made itself converts, and works.
+        let (mine, mut other) = tokio_imc::ConnectedSocket::pair()?;
+        let converted = mine.into_seqpacket()?;
+        converted.send(b"through tokio-seqpacket").await?;
+        let got = other.recv().await?.ok_or_else(|| fail("closed"))?;
+        ensure(
+            &got.data[..] == b"through tokio-seqpacket",
+            "the converted socket works",
+        )?;
+        drop(stolen_end);
+        Ok(())
+    });
+}

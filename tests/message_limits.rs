@@ -316,3 +316,128 @@ fn a_record_longer_than_max_recv_size_is_an_error_on_every_receive_path() {
         ensure(err.kind() == ErrorKind::InvalidData, format!("{err:?}"))
     });
 }
+
+#[test]
+fn empty_records_followed_by_a_hang_up_do_not_hide_the_records_queued_behind_them() {
+    run(|| async {
+        // Every mix of empty records, records with bytes or descriptors, and a
+        // hang-up (close or shutdown) at the end: everything sent arrives, then
+        // end-of-stream.
+        let (read_end, _write_end) = common::pipe();
+        for (empties_first, records, close) in [
+            (1, 1, true),
+            (1, 1, false),
+            (3, 2, true),
+            (2, 0, true),
+            (1, 3, false),
+        ] {
+            let (ours, theirs) = raw_pair(SockType::SeqPacket);
+            let mut ours = ConnectedSocket::try_from(ours)?;
+            for _ in 0..empties_first {
+                raw_send(theirs.as_fd(), b"", &[])?;
+            }
+            for n in 0..records {
+                raw_send(theirs.as_fd(), &[n as u8; 3], &[])?;
+                raw_send(theirs.as_fd(), b"", &[])?;
+                raw_send(theirs.as_fd(), b"", &[read_end.as_fd()])?;
+            }
+            if close {
+                drop(theirs);
+            } else {
+                nix::sys::socket::shutdown(
+                    std::os::fd::AsRawFd::as_raw_fd(&theirs),
+                    nix::sys::socket::Shutdown::Write,
+                )
+                .map_err(io::Error::from)?;
+            }
+            for n in 0..records {
+                let bytes = ours.recv().await?.ok_or_else(|| {
+                    fail(format!(
+                        "end-of-stream before record {n} ({empties_first} empty first)"
+                    ))
+                })?;
+                ensure(bytes.data[..] == [n as u8; 3], "the record's bytes")?;
+                let fds = ours
+                    .recv()
+                    .await?
+                    .ok_or_else(|| fail(format!("end-of-stream before descriptor record {n}")))?;
+                ensure(
+                    fds.data.is_empty()
+                        && fds.fds.len() == 1
+                        && inode(&fds.fds[0]) == inode(&read_end),
+                    "the descriptor record",
+                )?;
+            }
+            ensure(ours.recv().await?.is_none(), "then end-of-stream")?;
+            ensure(ours.recv().await?.is_none(), "and end-of-stream again")?;
+        }
+        Ok(())
+    });
+}
+
+/// `SO_PASSPIDFD` (Linux 6.5), named here as the libc crate may not have it.
+const SO_PASSPIDFD: nix::libc::c_int = 76;
+
+#[test]
+fn a_pidfd_the_kernel_could_not_make_is_never_taken_for_a_descriptor() {
+    const TEST: &str = "a_pidfd_the_kernel_could_not_make_is_never_taken_for_a_descriptor";
+    if common::child_role().is_some() {
+        // In a child: the descriptor limit is lowered for the whole process.
+        common::child_main(|| async {
+            let (ours, theirs) = raw_pair(SockType::SeqPacket);
+            // A peer holding a duplicate of our end asks for a pidfd with every record.
+            let duplicate = ours.try_clone()?;
+            let one: nix::libc::c_int = 1;
+            // SAFETY: a valid socket, and a pointer to an int of the stated size.
+            let set = unsafe {
+                nix::libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&duplicate),
+                    nix::libc::SOL_SOCKET,
+                    SO_PASSPIDFD,
+                    std::ptr::from_ref(&one).cast(),
+                    std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
+                )
+            };
+            if set != 0 {
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() == Some(nix::libc::ENOPROTOOPT) {
+                    common::skipped(TEST, "the kernel has no SO_PASSPIDFD (Linux 6.5)");
+                    return Ok(());
+                }
+                return Err(err);
+            }
+            drop(duplicate);
+            let mut ours = ConnectedSocket::try_from(ours)?;
+            // With a free descriptor, the pidfd arrives and is closed with a warning.
+            raw_send(theirs.as_fd(), b"pidfd made", &[])?;
+            let got = ours.recv().await?.ok_or_else(|| fail("closed"))?;
+            ensure(
+                &got.data[..] == b"pidfd made" && got.fds.is_empty(),
+                "first record",
+            )?;
+            // Now with no free descriptor: the kernel writes -EMFILE where the pidfd
+            // would be.
+            use nix::sys::resource::{getrlimit, setrlimit, Resource};
+            let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+            let lowest_free = nix::unistd::dup(&theirs).map_err(io::Error::from)?;
+            let limit = std::os::fd::AsRawFd::as_raw_fd(&lowest_free) as u64;
+            drop(lowest_free);
+            raw_send(theirs.as_fd(), b"no room for a pidfd", &[])?;
+            setrlimit(Resource::RLIMIT_NOFILE, limit, hard).map_err(io::Error::from)?;
+            let got = ours.recv().await;
+            setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(io::Error::from)?;
+            let got = got?.ok_or_else(|| fail("closed"))?;
+            ensure(
+                &got.data[..] == b"no room for a pidfd" && got.fds.is_empty(),
+                "the record arrives, without a descriptor",
+            )?;
+            // The connection goes on.
+            raw_send(theirs.as_fd(), b"still usable", &[])?;
+            let got = ours.recv().await?.ok_or_else(|| fail("closed"))?;
+            ensure(&got.data[..] == b"still usable", "third record")
+        });
+    }
+    common::run_without_runtime(|| {
+        common::expect_success(common::child(TEST, "receiver").spawn().expect("spawn"))
+    });
+}
