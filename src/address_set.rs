@@ -182,7 +182,6 @@ impl AddressSet {
                 peer_warn!(address = %id, %reason, "dropped a malformed connect request");
                 Ok(None)
             }
-            Verdict::Exhausted(err) => Err(err),
             Verdict::NoAddresses => {
                 tracing::debug!(address = %id, "every holder closed this address; removing it");
                 // Two accepting tasks can both read this end-of-stream before

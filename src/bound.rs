@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard};
 use std::task::Poll;
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -93,6 +93,8 @@ pub struct BoundSocket {
     set_made: Notify,
     /// Set by `revoke` of the original: requests read from it are dropped.
     original_revoked: AtomicBool,
+    /// Makes `revoke` and accept attempts exclusive (see [`Self::revoke`]).
+    admission: RwLock<()>,
 }
 
 impl BoundSocket {
@@ -103,6 +105,7 @@ impl BoundSocket {
             set: OnceLock::new(),
             set_made: Notify::new(),
             original_revoked: AtomicBool::new(false),
+            admission: RwLock::new(()),
         })
     }
 
@@ -113,21 +116,54 @@ impl BoundSocket {
 
     /// Waits for the next well-formed connect request and returns its connection.
     ///
-    /// Malformed requests (a byte other than `c`, no descriptor, several, or one
-    /// that is not a connected `AF_UNIX` `SOCK_SEQPACKET` socket) are dropped with a
-    /// `tracing` warning, their descriptors closed, and `accept` keeps waiting: one
-    /// bad client cannot stop the server.
+    /// Malformed requests (a byte other than `c`, no descriptor, several, one that
+    /// is not a connected `AF_UNIX` `SOCK_SEQPACKET` socket, or one whose
+    /// descriptors could not all be received because this process ran out of them,
+    /// `MSG_CTRUNC`) are dropped with a rate-limited `tracing` warning, their
+    /// descriptors closed and their clients' connections ended, and `accept` keeps
+    /// waiting: no holder can make it fail, whatever it sends.
     ///
     /// # Errors
     ///
-    /// - `NotConnected` once every [`SocketAddress`] of this socket is closed (or a
-    ///   holder shut the address down, or it was revoked) and the queue is empty:
-    ///   no connection can arrive any more, and every later call fails the same way
-    ///   at once (until [`mint_address`](Self::mint_address) makes a new one).
-    /// - `Other` when a request's descriptor could not be received (`MSG_CTRUNC`,
-    ///   most often `EMFILE`): back off and call again. That request is dropped and
-    ///   its client sees its connection end; the next request is unaffected.
-    /// - An error when it has to wait outside a Tokio runtime.
+    /// Which errors are final:
+    /// - `NotConnected`: final. Every [`SocketAddress`] of this socket is closed
+    ///   (or a holder shut the address down, or it was revoked) and the queue is
+    ///   empty: no connection can arrive any more, and every later call fails the
+    ///   same way at once (until [`mint_address`](Self::mint_address) makes a new
+    ///   one). Stop accepting.
+    /// - Outside a Tokio runtime with IO enabled, when it has to wait: final for
+    ///   that context (use [`crate::blocking`]).
+    /// - Anything else comes from the operating system (e.g. `ENOMEM` while
+    ///   registering with the reactor) and is transient: back off briefly and call
+    ///   again, as with `EMFILE` from tokio's `TcpListener::accept`.
+    ///
+    /// A server loop that keeps serving:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// # let (address, bound) = tokio_imc::make_bound_socket()?;
+    /// # drop(address);
+    /// loop {
+    ///     match bound.accept().await {
+    ///         Ok(connection) => {
+    ///             tokio::spawn(async move { /* serve `connection` */ drop(connection) });
+    ///         }
+    ///         // No address is left: nothing can arrive any more.
+    ///         Err(e) if e.kind() == std::io::ErrorKind::NotConnected => break,
+    ///         // Transient: back off, then keep serving.
+    ///         Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Revocation
+    ///
+    /// Once [`revoke`](Self::revoke) of an address has returned, no `accept` that
+    /// starts afterwards, on any thread, returns a connection through it; an
+    /// `accept` already running either took its request before the revoke (and
+    /// returns it) or drops it.
     ///
     /// # Cancel safety
     ///
@@ -154,7 +190,7 @@ impl BoundSocket {
             if self.set.get().is_some() {
                 return Ok(None);
             }
-            let received = if self.io.is_registered() {
+            let taken = if self.io.is_registered() {
                 let readable = self.io.registration()?.readable();
                 tokio::pin!(readable);
                 let ready = std::future::poll_fn(|cx| {
@@ -166,13 +202,13 @@ impl BoundSocket {
                 let Some(guard) = ready.await else {
                     return Ok(None);
                 };
-                match guard?.try_io(|_| sys::recv_request(self.io.fd())) {
+                match guard?.try_io(|_| self.take_from_original()) {
                     Ok(result) => result?,
                     Err(_would_block) => continue, // readiness cleared: wait again
                 }
             } else {
                 // Not registered yet: try at once, register only if nothing waits.
-                match sys::recv_request(self.io.fd()) {
+                match self.take_from_original() {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.io.registration()?;
                         continue;
@@ -180,19 +216,39 @@ impl BoundSocket {
                     result => result?,
                 }
             };
-            let (byte, received) = received;
-            if self.original_revoked.load(Ordering::Acquire) && byte.is_some() {
-                continue; // revoked: drop what was queued
-            }
-            match request::judge(byte, received) {
-                Verdict::Connect(fd) => return Ok(Some(self.connection(fd, self.id))),
-                Verdict::Reject(reason) => {
-                    peer_warn!(address = %self.id, %reason, "dropped a malformed connect request");
-                }
-                Verdict::Exhausted(err) => return Err(err),
-                Verdict::NoAddresses => return Err(no_addresses()),
+            if let Some(connection) = taken {
+                return Ok(Some(connection));
             }
         }
+    }
+
+    /// Takes one request from the original address and judges it: the connection,
+    /// `None` for a request dropped (malformed, or the address is revoked), or an
+    /// error (`WouldBlock` when none is queued, `NotConnected` when no address is
+    /// left). Runs under the admission lock, so a concurrent `revoke` of the
+    /// original comes wholly before (the request is dropped) or after.
+    fn take_from_original(&self) -> io::Result<Option<ConnectedSocket>> {
+        let _admitting = self.admitting();
+        let (byte, received) = sys::recv_request(self.io.fd())?;
+        if self.original_revoked.load(Ordering::Acquire) && byte.is_some() {
+            return Ok(None); // revoked: drop what was queued
+        }
+        match request::judge(byte, received) {
+            Verdict::Connect(fd) => Ok(Some(self.connection(fd, self.id))),
+            Verdict::Reject(reason) => {
+                peer_warn!(address = %self.id, %reason, "dropped a malformed connect request");
+                Ok(None)
+            }
+            Verdict::NoAddresses => Err(no_addresses()),
+        }
+    }
+
+    /// Shared by every accept attempt between taking a request off a socket and
+    /// judging it; `revoke` takes it exclusively.
+    fn admitting(&self) -> RwLockReadGuard<'_, ()> {
+        self.admission
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn accept_from_set(&self, set: &AddressSet) -> io::Result<ConnectedSocket> {
@@ -205,7 +261,11 @@ impl BoundSocket {
                 None
             };
             loop {
-                match set.try_accept(original)? {
+                let attempt = {
+                    let _admitting = self.admitting();
+                    set.try_accept(original)?
+                };
+                match attempt {
                     Some(Outcome::Connection(fd, id)) => return Ok(self.connection(fd, id)),
                     Some(Outcome::Empty) if set.is_empty() => return Err(no_addresses()),
                     Some(Outcome::Empty) => {
@@ -243,6 +303,7 @@ impl BoundSocket {
             set: moved,
             set_made: Notify::new(),
             original_revoked,
+            admission: RwLock::new(()),
         }
     }
 
@@ -298,6 +359,13 @@ impl BoundSocket {
     ///
     /// `NotFound` for an id this socket does not serve (any more).
     pub fn revoke(&self, id: AddressId) -> io::Result<()> {
+        // No accept attempt is between taking a request and judging it while we
+        // hold this: each one finished before (its connection counts as accepted
+        // before the revoke) or starts after, and then finds the address gone.
+        let _exclusive = self
+            .admission
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if id == self.id {
             return self.revoke_original();
         }

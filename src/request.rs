@@ -5,7 +5,6 @@
 //! closed when the [`Received`] is dropped) and the reason is logged.
 
 use std::fmt;
-use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
 use nix::sys::socket::SockType;
@@ -25,8 +24,6 @@ pub enum Verdict {
     Reject(Rejection),
     /// End of stream: no address can reach this bound socket any more.
     NoAddresses,
-    /// The request's descriptor could not be received (`MSG_CTRUNC`).
-    Exhausted(io::Error),
 }
 
 /// Why a request was dropped.
@@ -40,6 +37,9 @@ pub enum Rejection {
     TooManyDescriptors(usize),
     /// The descriptor is not a connected `AF_UNIX` `SOCK_SEQPACKET` socket.
     BadDescriptor(FdProblem),
+    /// Its descriptors did not all arrive (`MSG_CTRUNC`): this process ran out of
+    /// descriptors (`EMFILE`), most often because the request carried many.
+    DescriptorsLost,
 }
 
 impl fmt::Display for Rejection {
@@ -53,6 +53,12 @@ impl fmt::Display for Rejection {
             Rejection::BadDescriptor(problem) => {
                 write!(f, "the request's descriptor is unusable: {problem}")
             }
+            Rejection::DescriptorsLost => write!(
+                f,
+                "the request's descriptors could not all be received (MSG_CTRUNC: this process \
+                 ran out of descriptors, EMFILE, most often because the request carried many); \
+                 its client sees its connection closed"
+            ),
         }
     }
 }
@@ -60,11 +66,7 @@ impl fmt::Display for Rejection {
 /// Judges one request. Whatever is not returned is closed on return.
 pub fn judge(byte: Option<u8>, mut received: Received) -> Verdict {
     if received.control_truncated {
-        return Verdict::Exhausted(io::Error::other(
-            "accept: a connect request's descriptor could not be received (MSG_CTRUNC, most often \
-             because this process is out of descriptors: EMFILE); the request was dropped and its \
-             client sees its connection closed",
-        ));
+        return Verdict::Reject(Rejection::DescriptorsLost);
     }
     let Some(byte) = byte else {
         return Verdict::NoAddresses;
