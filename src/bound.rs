@@ -56,14 +56,19 @@ pub fn make_bound_socket() -> io::Result<(SocketAddress, BoundSocket)> {
     ))
 }
 
-/// `socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK)`: an address
-/// end and a bound end.
+/// `socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)`: an address end and a bound
+/// end.
+///
+/// Blocking, as `socketpair(2)` makes them: `O_NONBLOCK` belongs to the open file
+/// description, so it would travel with the address to whoever holds it, and a
+/// peer's plain blocking `sendmsg` would fail with `EAGAIN` on a full queue. The
+/// crate's own calls pass `MSG_DONTWAIT` and never need the flag.
 pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     socketpair(
         AddressFamily::Unix,
         SockType::Stream,
         None,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        SockFlag::SOCK_CLOEXEC,
     )
     .map_err(io::Error::from)
 }

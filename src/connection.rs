@@ -7,6 +7,7 @@ use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use bytes::BytesMut;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use tokio_seqpacket::UnixSeqpacket;
 
@@ -46,8 +47,9 @@ pub struct ConnectedSocket {
 }
 
 impl ConnectedSocket {
-    /// Wraps a descriptor already known to be a connected, close-on-exec,
-    /// non-blocking `AF_UNIX` `SOCK_SEQPACKET` socket.
+    /// Wraps a descriptor already known to be a connected, close-on-exec
+    /// `AF_UNIX` `SOCK_SEQPACKET` socket (blocking or not: every call passes
+    /// `MSG_DONTWAIT`).
     pub(crate) fn from_checked(fd: OwnedFd) -> Self {
         Self::with_address_id(fd, None)
     }
@@ -239,13 +241,14 @@ pub(crate) fn shutdown(fd: BorrowedFd<'_>, how: Shutdown) -> io::Result<()> {
     nix::sys::socket::shutdown(fd.as_raw_fd(), how).map_err(io::Error::from)
 }
 
-/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK)`.
+/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`: blocking, as
+/// `socketpair(2)` makes them, for the reason given at `bound::stream_pair`.
 pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
         None,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        SockFlag::SOCK_CLOEXEC,
     )
     .map_err(io::Error::from)
 }
@@ -348,7 +351,14 @@ impl ConnectedSocket {
                 ),
             ));
         }
-        UnixSeqpacket::try_from(endpoint.into_fd())
+        // tokio-seqpacket relies on O_NONBLOCK, which the crate does not set on the
+        // sockets it makes; this one's description is not shared with the peer
+        // (checked above), so setting it here changes nothing for anyone else.
+        let fd = endpoint.into_fd();
+        let flags = fcntl(&fd, FcntlArg::F_GETFL).map_err(io::Error::from)?;
+        let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+        fcntl(&fd, FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+        UnixSeqpacket::try_from(fd)
     }
 }
 

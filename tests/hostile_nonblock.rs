@@ -122,7 +122,7 @@ fn a_holder_making_the_shared_address_blocking_cannot_block_connect() {
         let mut raw_clients = Vec::new();
         loop {
             let (kept, sent) = raw_pair(SockType::SeqPacket);
-            match raw_send(holder.as_fd(), b"c", &[sent.as_fd()]) {
+            match common::raw_send_nonblocking(holder.as_fd(), b"c", &[sent.as_fd()]) {
                 Ok(_) => raw_clients.push(kept),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),

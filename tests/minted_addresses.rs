@@ -194,7 +194,7 @@ fn a_holder_that_shuts_down_floods_or_sends_garbage_hurts_only_its_own_address()
         let mut flood = Vec::new();
         loop {
             let (kept, sent) = raw_pair(SockType::SeqPacket);
-            match raw_send(bad.as_fd(), b"c", &[sent.as_fd()]) {
+            match common::raw_send_nonblocking(bad.as_fd(), b"c", &[sent.as_fd()]) {
                 Ok(_) => flood.push(kept),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),

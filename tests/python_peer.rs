@@ -28,6 +28,29 @@ fn a_python_peer_connects_through_a_minted_address_like_any_other() {
     });
 }
 
+/// The connect requests Python sends in its last phase (`FLOOD` in the script).
+const FLOOD: usize = 400;
+
+/// Waits until process `pid` is blocked in system call `number`, as
+/// `/proc/PID/syscall` shows: an observable state, not a guess at timing.
+async fn blocked_in(pid: u32, number: nix::libc::c_long) -> io::Result<()> {
+    let path = format!("/proc/{pid}/syscall");
+    let deadline = std::time::Instant::now() + common::HANG;
+    loop {
+        let state = std::fs::read_to_string(&path)?;
+        if state.split_whitespace().next() == Some(&number.to_string()) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(fail(format!(
+                "python never blocked in syscall {number} (last: {})",
+                state.trim()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 /// Hands `address` to the Python peer and runs the whole dialogue; the Python
 /// side's connection must be attributed to `id`.
 async fn converse_with_python(
@@ -83,6 +106,9 @@ async fn converse_with_python(
         )?;
         let python_address = SocketAddress::try_from(message.fds.remove(0))?;
         let mut to_python = python_address.connect().await?;
+        // Send only once Python waits in a blocking recvmsg on the end we sent: on
+        // a non-blocking end that recvmsg would have failed with EAGAIN.
+        blocked_in(python.id(), nix::libc::SYS_recvmsg).await?;
         let (token, _token_peer) = common::pipe();
         to_python.send(b"rust client", &[token.as_fd()]).await?;
         let reply = bounded("python's reply", to_python.recv())
@@ -93,6 +119,16 @@ async fn converse_with_python(
             reply.fds.len() == 1 && inode(&reply.fds[0]) == inode(&token),
             "our descriptor came back",
         )?;
+
+        // Python floods our address; accept only once its sendmsg waits on the
+        // full queue (on a non-blocking address it would have failed instead).
+        blocked_in(python.id(), nix::libc::SYS_sendmsg).await?;
+        let mut flooded = Vec::new();
+        for _ in 0..FLOOD {
+            let mut connection = bounded("accept of the flood", bound.accept()).await??;
+            connection.send(b"accepted", &[]).await?;
+            flooded.push(connection);
+        }
 
         let status = tokio::task::spawn_blocking(move || {
             let mut python = python;

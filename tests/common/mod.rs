@@ -343,6 +343,25 @@ pub fn raw_recv(socket: BorrowedFd<'_>, max: usize) -> io::Result<(Vec<u8>, Vec<
 /// Sends one record with a raw `sendmsg` (`MSG_NOSIGNAL`), as a peer that does not
 /// use tokio-imc would.
 pub fn raw_send(socket: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    raw_send_with(socket, data, fds, nix::sys::socket::MsgFlags::empty())
+}
+
+/// As [`raw_send`], failing with `WouldBlock` instead of waiting (`MSG_DONTWAIT`),
+/// whatever the descriptor's own flags.
+pub fn raw_send_nonblocking(
+    socket: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    raw_send_with(socket, data, fds, nix::sys::socket::MsgFlags::MSG_DONTWAIT)
+}
+
+fn raw_send_with(
+    socket: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+    flags: nix::sys::socket::MsgFlags,
+) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
     let raw: Vec<std::os::fd::RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
     let iov = [io::IoSlice::new(data)];
@@ -352,7 +371,7 @@ pub fn raw_send(socket: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> 
         socket.as_raw_fd(),
         &iov,
         cmsgs,
-        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL | flags,
         None,
     )
     .map_err(io::Error::from)

@@ -3,11 +3,18 @@
 It inherits an address (TOKIO_IMC_FDS=address=N:DEVICE:INODE), checks that N is
 that file, connects through it, exchanges bytes and descriptors, then makes its
 own bound pair, hands the address to the Rust side inside a message, accepts the
-Rust client's connection and answers it.
+Rust client's connection and answers it; then floods the address with more
+connect requests than its queue holds. Every call is a plain blocking one: it
+never calls setblocking, so it works only if the descriptors tokio-imc hands out
+are blocking, as socketpair(2) makes them.
 """
 import os
 import socket
 import sys
+
+# Connect requests in the last phase: more than a bound pair's queue holds
+# (about 278 with the default buffer sizes).
+FLOOD = 400
 
 
 def expect(condition, what):
@@ -48,13 +55,26 @@ def main():
     expect(byte == b"c" and len(fds) == 1, "connect request: %r %r" % (byte, fds))
     connection = socket.socket(fileno=fds[0])
     expect(connection.type == socket.SOCK_SEQPACKET, "connection type %r" % connection.type)
-    # A received descriptor keeps the file status flags its sender gave it (here
-    # O_NONBLOCK); as PROTOCOL.md says, the receiver sets the ones it needs.
-    connection.setblocking(True)
+    # No setblocking: the end tokio-imc sent is in the state socketpair(2) made
+    # it, blocking, so this recvmsg waits (the Rust side sends only once it sees
+    # us blocked in it).
     data, fds, _, _ = socket.recv_fds(connection, 4096, 8)
     expect(data == b"rust client" and len(fds) == 1, "rust client message: %r %r" % (data, fds))
     socket.send_fds(connection, [b"python server reply"], [fds[0]])
     os.close(fds[0])
+
+    # A client of a server that stops accepting: more connect requests than the
+    # address's queue holds. A blocking sendmsg waits for room (the Rust side
+    # accepts once it sees us blocked in it) instead of failing with EAGAIN.
+    kept = []
+    for _ in range(FLOOD):
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        socket.send_fds(address, [b"c"], [theirs.fileno()])
+        theirs.close()
+        kept.append(mine)
+    for mine in kept:
+        data, _, _, _ = socket.recv_fds(mine, 64, 1)
+        expect(data == b"accepted", "flood reply: %r" % data)
     print("python peer: ok")
 
 
