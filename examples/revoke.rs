@@ -45,7 +45,12 @@ async fn server() -> io::Result<()> {
         let mut connection = match bound.accept().await {
             Ok(connection) => connection,
             Err(e) if e.kind() == io::ErrorKind::NotConnected => break, // every address is gone
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Transient (from the OS): back off, then keep serving.
+                eprintln!("[server] accept failed, retrying: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let id = connection
             .address_id()

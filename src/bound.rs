@@ -35,12 +35,20 @@ use crate::{validate, ConnectedSocket, SocketAddress};
 /// # async fn main() -> std::io::Result<()> {
 /// let (address, bound) = tokio_imc::make_bound_socket()?;
 /// tokio::spawn(async move {
-///     while let Ok(mut connection) = bound.accept().await {
-///         tokio::spawn(async move {
-///             while let Ok(Some(message)) = connection.recv().await {
-///                 let _ = connection.send(&message.data, &[]).await;
+///     loop {
+///         match bound.accept().await {
+///             Ok(mut connection) => {
+///                 tokio::spawn(async move {
+///                     while let Ok(Some(message)) = connection.recv().await {
+///                         let _ = connection.send(&message.data, &[]).await;
+///                     }
+///                 });
 ///             }
-///         });
+///             // Final: no address is left (see `BoundSocket::accept`).
+///             Err(e) if e.kind() == std::io::ErrorKind::NotConnected => break,
+///             // Transient: back off, then keep serving.
+///             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+///         }
 ///     }
 /// });
 /// let mut connection = address.connect().await?;

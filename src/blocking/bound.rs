@@ -18,6 +18,32 @@ blocking_wrapper!(BoundSocket, crate::BoundSocket);
 impl BoundSocket {
     /// Blocks until a well-formed connect request arrives; see
     /// [`crate::BoundSocket::accept`] for what is dropped and what fails.
+    ///
+    /// # Errors
+    ///
+    /// As the async `accept`: `NotConnected` is final (no address is left). Called
+    /// on a thread that drives a Tokio runtime it fails with `Other` every time
+    /// there (final for that thread). Anything else comes from the operating
+    /// system and is transient: back off briefly and call again. A server loop
+    /// that keeps serving:
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// # let (address, bound) = tokio_imc::blocking::make_bound_socket()?;
+    /// # drop(address);
+    /// loop {
+    ///     match bound.accept() {
+    ///         Ok(connection) => {
+    ///             std::thread::spawn(move || { /* serve `connection` */ drop(connection) });
+    ///         }
+    ///         // No address is left: nothing can arrive any more.
+    ///         Err(e) if e.kind() == std::io::ErrorKind::NotConnected => break,
+    ///         // Transient: back off, then keep serving.
+    ///         Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn accept(&self) -> io::Result<ConnectedSocket> {
         let inner = block_on("accept", self.inner.accept())??;
         Ok(ConnectedSocket { inner })
