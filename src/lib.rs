@@ -52,6 +52,7 @@ mod credentials;
 pub mod fuzzing;
 pub mod handoff;
 mod message;
+pub mod nacl;
 mod peer_warning;
 mod records;
 mod request;
