@@ -7,7 +7,7 @@
 //! adoption of received descriptors live in [`crate::sys`].
 
 use std::io;
-use std::mem::{size_of, MaybeUninit};
+use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use nix::libc;
@@ -49,25 +49,31 @@ const _: () = assert!(CONTROL_CAPACITY >= 1032 + 32 + 24);
 /// `SO_PASSPIDFD`. Not in every libc release yet, so named here.
 pub const SCM_PIDFD: i32 = 0x04;
 
-/// An aligned, uninitialised buffer for the control data `recvmsg` returns, large
-/// enough for any message we accept. It is never zeroed: only the prefix the kernel
-/// reports in `msg_controllen` is read.
+/// An aligned, zeroed buffer for the control data `recvmsg` returns, large enough
+/// for any message we accept. Zeroed because the kernel counts the alignment
+/// padding after each record in `msg_controllen` without writing it: the prefix it
+/// reports is only fully initialised if we initialised it first.
 #[repr(C, align(8))]
 pub struct ControlBuffer {
-    bytes: [MaybeUninit<u8>; CONTROL_CAPACITY],
+    bytes: [u8; CONTROL_CAPACITY],
 }
 
 impl ControlBuffer {
-    /// A fresh buffer; costs nothing (no zeroing).
+    /// A zeroed buffer.
     pub fn new() -> Self {
         ControlBuffer {
-            bytes: [MaybeUninit::uninit(); CONTROL_CAPACITY],
+            bytes: [0; CONTROL_CAPACITY],
         }
     }
 
     /// The whole buffer, for `recvmsg` to fill.
-    pub fn as_uninit_mut(&mut self) -> &mut [MaybeUninit<u8>] {
+    pub fn as_mut_bytes(&mut self) -> &mut [u8] {
         &mut self.bytes
+    }
+
+    /// The first `len` bytes (at most the whole buffer): what `recvmsg` reported.
+    pub fn filled(&self, len: usize) -> &[u8] {
+        &self.bytes[..len.min(CONTROL_CAPACITY)]
     }
 }
 

@@ -123,7 +123,7 @@ fn recv_msg_with(
 ) -> io::Result<Received> {
     debug_assert_eq!(flags & RECV_FLAGS, RECV_FLAGS);
     let mut control = ControlBuffer::new();
-    let control_space = control.as_uninit_mut();
+    let control_space = control.as_mut_bytes();
     let mut iov = [
         libc::iovec {
             iov_base: head.as_mut_ptr().cast(),
@@ -146,11 +146,7 @@ fn recv_msg_with(
     if got < 0 {
         return Err(io::Error::last_os_error());
     }
-    let control_len = (header.msg_controllen as usize).min(control_space.len());
-    // SAFETY: the kernel initialised the first `msg_controllen` bytes of the
-    // control buffer (clamped to its size above).
-    let control_bytes: &[u8] =
-        unsafe { std::slice::from_raw_parts(control_space.as_ptr().cast(), control_len) };
+    let control_bytes = control.filled(header.msg_controllen as usize);
 
     let mut received = Received {
         len: got as usize,

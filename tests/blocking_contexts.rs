@@ -235,3 +235,61 @@ fn refusals_print_no_panic_message_and_other_panics_still_do() {
         );
     });
 }
+
+#[test]
+fn worker_threads_racing_to_first_use_are_all_refused_without_a_panic() {
+    const TEST: &str = "worker_threads_racing_to_first_use_are_all_refused_without_a_panic";
+    const RACERS: usize = 8;
+    if child_role().is_some() {
+        // A fresh process: nothing has built the shared runtime yet, and every
+        // racer's blocking call is the first use.
+        let pairs: Vec<_> = (0..RACERS)
+            .map(|_| blocking::ConnectedSocket::pair().expect("pair"))
+            .collect();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(RACERS)
+            .enable_all()
+            .build()
+            .expect("build a multi-thread runtime");
+        let start = std::sync::Arc::new(std::sync::Barrier::new(RACERS));
+        let pairs = runtime.block_on(async move {
+            let racers: Vec<_> = pairs
+                .into_iter()
+                .map(|(mut a, mut b)| {
+                    let start = start.clone();
+                    tokio::spawn(async move {
+                        // Every worker holds here until all are in place.
+                        start.wait();
+                        expect_refusal(&mut a, &mut b).map(|()| (a, b))
+                    })
+                })
+                .collect();
+            let mut pairs = Vec::new();
+            for racer in racers {
+                pairs.push(
+                    racer
+                        .await
+                        .expect("a racer panicked")
+                        .expect("a refusal on a worker thread"),
+                );
+            }
+            pairs
+        });
+        runtime.shutdown_timeout(HANG);
+        for (a, b) in pairs {
+            after_refusal(a, b);
+        }
+        std::process::exit(CHILD_OK);
+    }
+    run_without_runtime(|| {
+        for round in 0..5 {
+            let output = child(TEST, "racer").output().expect("run the child");
+            assert_eq!(
+                output.status.code(),
+                Some(CHILD_OK),
+                "round {round}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    });
+}

@@ -520,20 +520,27 @@ fn flood_outcome(kept: BorrowedFd<'_>, token: u32, wait: bool) -> Option<bool> {
         assert!(ready > 0, "connection {token} neither served nor ended");
     }
     let mut reply = [0u8; 16];
-    match recv(kept.as_raw_fd(), &mut reply, MsgFlags::MSG_DONTWAIT) {
-        Ok(0) => Some(false),
-        Ok(len) => {
-            assert_eq!(&reply[..len], token.to_ne_bytes(), "the echo of its token");
-            Some(true)
+    // recvmsg finds the queue empty and then checks for a hang-up, not atomically:
+    // an echo and a close landing between the two read as an end of stream. Once
+    // the hang-up has been seen, any echo is queued: look once more.
+    let mut hung_up = false;
+    loop {
+        match recv(kept.as_raw_fd(), &mut reply, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) if !hung_up => hung_up = true,
+            Ok(0) => return Some(false),
+            Ok(len) => {
+                assert_eq!(&reply[..len], token.to_ne_bytes(), "the echo of its token");
+                return Some(true);
+            }
+            // Our token was still unread when the server dropped the request.
+            Err(nix::errno::Errno::ECONNRESET) => {
+                let end = recv(kept.as_raw_fd(), &mut reply, MsgFlags::MSG_DONTWAIT);
+                assert_eq!(end, Ok(0), "end of stream after the reset");
+                return Some(false);
+            }
+            Err(nix::errno::Errno::EAGAIN) if !wait && !hung_up => return None,
+            Err(err) => panic!("connection {token}: {err}"),
         }
-        // Our token was still unread when the server dropped the request.
-        Err(nix::errno::Errno::ECONNRESET) => {
-            let end = recv(kept.as_raw_fd(), &mut reply, MsgFlags::MSG_DONTWAIT);
-            assert_eq!(end, Ok(0), "end of stream after the reset");
-            Some(false)
-        }
-        Err(nix::errno::Errno::EAGAIN) if !wait => None,
-        Err(err) => panic!("connection {token}: {err}"),
     }
 }
 

@@ -9,7 +9,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::io;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
@@ -21,16 +21,19 @@ pub fn shared() -> io::Result<&'static Runtime> {
     if let Some(runtime) = RUNTIME.get() {
         return Ok(runtime);
     }
+    // One builder at a time, so no runtime is ever built and then dropped: a
+    // losing racer would drop its runtime on the calling thread, and Tokio panics
+    // when that thread drives a runtime (the call is refused later, not here).
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _building = BUILDING.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()?;
-    // Two threads may race here; the loser's runtime is dropped (on a plain
-    // thread, where that is allowed).
-    let _ = RUNTIME.set(runtime);
-    RUNTIME
-        .get()
-        .ok_or_else(|| io::Error::other("the blocking runtime could not be initialised"))
+    Ok(RUNTIME.get_or_init(|| runtime))
 }
 
 /// Runs `future` to completion on the shared runtime.
