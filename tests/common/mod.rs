@@ -18,8 +18,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tracing_subscriber::fmt::MakeWriter;
-
 /// Names the role a re-run test binary plays.
 pub const ROLE_VAR: &str = "TOKIO_IMC_TEST_ROLE";
 
@@ -33,6 +31,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// starts and drops one runtime: Tokio's signal driver keeps a process-wide socket
 /// pair from the first runtime on, and that must be open before any snapshot.
 fn serial() -> MutexGuard<'static, ()> {
+    route_logs();
     static WARM_UP: std::sync::Once = std::sync::Once::new();
     let guard = SERIAL
         .lock()
@@ -266,6 +265,11 @@ pub fn is_cloexec(fd: BorrowedFd<'_>) -> bool {
 #[derive(Clone, Default)]
 pub struct Logs(Arc<Mutex<Vec<u8>>>);
 
+thread_local! {
+    /// The logs this thread is capturing into, if any.
+    static CAPTURING: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
+
 impl Logs {
     /// Everything logged so far.
     pub fn text(&self) -> String {
@@ -277,37 +281,101 @@ impl Logs {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    /// Installs a subscriber that writes into these logs, for this thread, until the
-    /// guard is dropped.
-    pub fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(self.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
+    /// Captures what this thread logs (at DEBUG and above) into these logs until
+    /// the guard is dropped.
+    ///
+    /// One process-wide subscriber, installed before any test runs (see
+    /// [`route_logs`]), routes each event to the capturing thread's logs.
+    pub fn capture(&self) -> Capture {
+        route_logs();
+        let previous = CAPTURING.with(|logs| logs.replace(Some(self.clone())));
+        Capture { previous }
     }
 }
 
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
+/// Installs, once and before any test body runs, the process-wide subscriber
+/// that sends each event to the logs its thread captures into.
+///
+/// Not a subscriber per capture (`set_default`): tracing caches whether a call
+/// site is wanted when the site is first hit, and a site first hit on one thread
+/// while another installs a subscriber can stay switched off for good, which lost
+/// warnings the tests looked for.
+fn route_logs() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(ThreadLogs))
+            .expect("no other global subscriber in the tests");
+    });
+}
+
+/// The layer behind [`route_logs`]: wants every event at DEBUG and above (so no
+/// call site is ever cached as unwanted), and writes each as one line,
+/// `LEVEL target: message field=value ...`, into the current thread's capture.
+struct ThreadLogs;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ThreadLogs {
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if *metadata.level() <= tracing::Level::DEBUG {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        CAPTURING.with(|logs| {
+            let Some(logs) = &*logs.borrow() else {
+                return;
+            };
+            let mut line = EventLine::default();
+            event.record(&mut line);
+            let meta = event.metadata();
+            let text = format!(
+                "{} {}: {}{}\n",
+                meta.level(),
+                meta.target(),
+                line.message,
+                line.fields
+            );
+            logs.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(text.as_bytes());
+        });
     }
 }
 
-impl<'a> MakeWriter<'a> for Logs {
-    type Writer = Logs;
+/// An event's message and its other fields, as text.
+#[derive(Default)]
+struct EventLine {
+    message: String,
+    fields: String,
+}
 
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
+impl tracing::field::Visit for EventLine {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            let _ = write!(self.fields, " {}={value:?}", field.name());
+        }
+    }
+}
+
+/// Ends a [`Logs::capture`] when dropped.
+pub struct Capture {
+    previous: Option<Logs>,
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CAPTURING.with(|logs| *logs.borrow_mut() = previous);
     }
 }
 
