@@ -161,26 +161,88 @@ fn nacls_limits_are_refused_before_sending() {
     });
 }
 
-/// Records a hostile peer can send, each with `fds` descriptors attached.
-fn malformed() -> Vec<(&'static str, Vec<u8>, usize)> {
+/// Records a hostile peer can send, each with `fds` descriptors attached, and
+/// words the error must contain (it names what is wrong).
+fn malformed() -> Vec<(&'static str, Vec<u8>, usize, &'static str)> {
     let with = |at: usize, value: u8| {
         let mut record = OBSERVED.to_vec();
         record[at] = value;
         record
     };
     vec![
-        ("no header", b"plain datagram".to_vec(), 1),
-        ("a short header", OBSERVED[..10].to_vec(), 1),
-        ("a wrong protocol word", with(3, 0xd4), 1),
-        ("a section longer than the record", with(4, 0xf0), 1),
-        ("a bound socket tag", with(16, 5), 1),
-        ("an unknown tag", with(16, 0x80), 1),
-        ("no end tag", with(25, 0), 1),
-        ("bytes after the end tag", with(30, 9), 1),
-        ("open flags NaCl refuses", with(21, 3), 1),
-        ("a descriptor missing", OBSERVED.to_vec(), 0),
-        ("a descriptor too many", OBSERVED.to_vec(), 2),
-        ("three descriptors too many", OBSERVED.to_vec(), 4),
+        (
+            "no header",
+            b"plain datagram".to_vec(),
+            1,
+            "shorter than its 16-byte header",
+        ),
+        (
+            "a short header",
+            OBSERVED[..10].to_vec(),
+            1,
+            "shorter than its 16-byte header",
+        ),
+        (
+            "a wrong protocol word",
+            with(3, 0xd4),
+            1,
+            "protocol word 0xd4c0de01",
+        ),
+        (
+            "a section longer than the record",
+            with(4, 0xf0),
+            1,
+            "a 240-byte descriptor section",
+        ),
+        (
+            "a bound socket tag",
+            with(16, 5),
+            1,
+            "descriptor type tag 5,",
+        ),
+        (
+            "an unknown tag",
+            with(16, 0x80),
+            1,
+            "descriptor type tag 128,",
+        ),
+        ("no end tag", with(4, 9), 1, "no end tag"),
+        (
+            "a zero where the end tag is",
+            with(25, 0),
+            1,
+            "descriptor type tag 0,",
+        ),
+        (
+            "bytes after the end tag",
+            with(30, 9),
+            1,
+            "non-zero bytes after the end tag",
+        ),
+        (
+            "open flags NaCl refuses",
+            with(21, 3),
+            1,
+            "open flags 0o3 are not ones NaCl accepts",
+        ),
+        (
+            "a descriptor missing",
+            OBSERVED.to_vec(),
+            0,
+            "1 descriptor entries but 0 descriptors",
+        ),
+        (
+            "a descriptor too many",
+            OBSERVED.to_vec(),
+            2,
+            "1 descriptor entries but 2 descriptors",
+        ),
+        (
+            "three descriptors too many",
+            OBSERVED.to_vec(),
+            4,
+            "1 descriptor entries but 4 descriptors",
+        ),
     ]
 }
 
@@ -189,7 +251,7 @@ fn every_malformed_record_is_an_error_and_closes_every_descriptor() {
     run(|| async {
         let (ours, theirs) = raw_pair(SockType::SeqPacket);
         let mut ours = Connection::new(ConnectedSocket::try_from(ours)?);
-        for (what, record, fds) in malformed() {
+        for (what, record, fds, named) in malformed() {
             let (read_end, write_end) = common::pipe();
             let attached: Vec<BorrowedFd<'_>> = (0..fds).map(|_| write_end.as_fd()).collect();
             raw_send(theirs.as_fd(), &record, &attached)?;
@@ -200,8 +262,8 @@ fn every_malformed_record_is_an_error_and_closes_every_descriptor() {
                 .err()
                 .ok_or_else(|| fail(format!("{what}: accepted")))?;
             ensure(
-                err.kind() == ErrorKind::InvalidData,
-                format!("{what}: {err:?}"),
+                err.kind() == ErrorKind::InvalidData && err.to_string().contains(named),
+                format!("{what}: {err:?} does not say {named:?}"),
             )?;
             ensure(
                 all_write_ends_closed(read_end)?,

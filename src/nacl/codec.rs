@@ -417,15 +417,16 @@ mod tests {
             prop_assert_eq!(&record[parsed.data_start..], &data[..]);
         }
 
-        /// Any record with a byte changed, cut short or a wrong descriptor count
-        /// either decodes to a well-formed message or is an error; it never
-        /// panics, and a wrong count is always an error.
+        /// A record with a byte changed either is an `InvalidData` error or
+        /// decodes to a message whose encoding is exactly the changed record
+        /// (nothing ignored, nothing guessed); one cut short, or with a wrong
+        /// descriptor count, is always an error.
         #[test]
         fn damaged_records_are_errors_never_panics(
             entries in entries(),
             data in proptest::collection::vec(any::<u8>(), 0..64),
             at in any::<prop::sample::Index>(),
-            value in any::<u8>(),
+            flip in 1u8..,
             cut in any::<prop::sample::Index>(),
             extra_fds in 1usize..4,
         ) {
@@ -438,10 +439,17 @@ mod tests {
             let prefix_len = record.len() - data.len();
             let mut changed = record.clone();
             let i = at.index(prefix_len);
-            changed[i] = value;
-            if let Ok(parsed) = decode(&changed, entries.len()) {
-                // A change that still parses can only be one NaCl could have sent.
-                prop_assert_eq!(parsed.entries.len(), entries.len());
+            changed[i] ^= flip;
+            match decode(&changed, entries.len()) {
+                // A change that still parses must make another well-formed
+                // message: decoding is strict, so what it accepts is exactly the
+                // encoding of what it returns (nothing ignored, nothing guessed).
+                Ok(parsed) => {
+                    let reencoded = encode_prefix(&parsed.entries, data.len()).expect("encode");
+                    prop_assert_eq!(parsed.data_start, prefix_len);
+                    prop_assert_eq!(&reencoded[..], &changed[..prefix_len]);
+                }
+                Err(err) => prop_assert_eq!(err.kind(), io::ErrorKind::InvalidData),
             }
             let cut_at = cut.index(prefix_len);
             prop_assert!(decode(&record[..cut_at], entries.len()).is_err());
