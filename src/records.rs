@@ -302,7 +302,12 @@ mod tests {
         for n in 0..100 {
             sys::send_msg(a.as_fd(), &payload(n, 16), &[]).expect("send");
             let (_, data) = receive_new(b.as_fd()).expect("recv");
-            assert_eq!(data.capacity(), 16, "record {n} after a 200 KB one");
+            // The promise, not an allocator detail: at most twice the length.
+            assert!(
+                (16..=32).contains(&data.capacity()),
+                "record {n} after a 200 KB one kept {} bytes",
+                data.capacity()
+            );
         }
     }
 }

@@ -31,19 +31,26 @@ fn a_python_peer_connects_through_a_minted_address_like_any_other() {
 /// The connect requests Python sends in its last phase (`FLOOD` in the script).
 const FLOOD: usize = 400;
 
-/// Waits until process `pid` is blocked in system call `number`, as
-/// `/proc/PID/syscall` shows: an observable state, not a guess at timing.
-async fn blocked_in(pid: u32, number: nix::libc::c_long) -> io::Result<()> {
+/// Waits until process `pid` is blocked in system call `number`, with `fd` as
+/// its first argument if given, as `/proc/PID/syscall` shows: an observable
+/// state, not a guess at timing.
+async fn blocked_in(pid: u32, number: nix::libc::c_long, fd: Option<i32>) -> io::Result<()> {
     let path = format!("/proc/{pid}/syscall");
     let deadline = std::time::Instant::now() + common::HANG;
+    let first_argument = fd.map(|fd| format!("{fd:#x}"));
     loop {
         let state = std::fs::read_to_string(&path)?;
-        if state.split_whitespace().next() == Some(&number.to_string()) {
+        let mut fields = state.split_whitespace();
+        if fields.next() == Some(&number.to_string())
+            && first_argument
+                .as_deref()
+                .is_none_or(|fd| fields.next() == Some(fd))
+        {
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
             return Err(fail(format!(
-                "python never blocked in syscall {number} (last: {})",
+                "python never blocked in syscall {number} on {fd:?} (last: {})",
                 state.trim()
             )));
         }
@@ -108,7 +115,16 @@ async fn converse_with_python(
         let mut to_python = python_address.connect().await?;
         // Send only once Python waits in a blocking recvmsg on the end we sent: on
         // a non-blocking end that recvmsg would have failed with EAGAIN.
-        blocked_in(python.id(), nix::libc::SYS_recvmsg).await?;
+        // (Not the recvmsg of its accept, which it may still be in.)
+        let waiting = bounded("the descriptor python waits on", connection.recv())
+            .await??
+            .ok_or_else(|| fail("closed"))?;
+        let fd = std::str::from_utf8(&waiting.data)
+            .ok()
+            .and_then(|text| text.strip_prefix("waiting on "))
+            .and_then(|number| number.parse::<i32>().ok())
+            .ok_or_else(|| fail(format!("python said {:?}", waiting.data)))?;
+        blocked_in(python.id(), nix::libc::SYS_recvmsg, Some(fd)).await?;
         let (token, _token_peer) = common::pipe();
         to_python.send(b"rust client", &[token.as_fd()]).await?;
         let reply = bounded("python's reply", to_python.recv())
@@ -122,7 +138,7 @@ async fn converse_with_python(
 
         // Python floods our address; accept only once its sendmsg waits on the
         // full queue (on a non-blocking address it would have failed instead).
-        blocked_in(python.id(), nix::libc::SYS_sendmsg).await?;
+        blocked_in(python.id(), nix::libc::SYS_sendmsg, None).await?;
         let mut flooded = Vec::new();
         for _ in 0..FLOOD {
             let mut connection = bounded("accept of the flood", bound.accept()).await??;

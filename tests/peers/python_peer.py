@@ -55,6 +55,9 @@ def main():
     expect(byte == b"c" and len(fds) == 1, "connect request: %r %r" % (byte, fds))
     connection = socket.socket(fileno=fds[0])
     expect(connection.type == socket.SOCK_SEQPACKET, "connection type %r" % connection.type)
+    # Say which descriptor we are about to wait on, so that the Rust side can
+    # tell this recvmsg from the accept's.
+    mine.sendall(b"waiting on %d" % connection.fileno())
     # No setblocking: the end tokio-imc sent is in the state socketpair(2) made
     # it, blocking, so this recvmsg waits (the Rust side sends only once it sees
     # us blocked in it).
