@@ -401,11 +401,20 @@ impl BoundSocket {
             ));
         }
         let original = self.io.fd();
-        if let Some(set) = self.set.get() {
-            set.remove(self.id, original)?;
+        let cut_off = || -> io::Result<()> {
+            if let Some(set) = self.set.get() {
+                set.remove(self.id, original)?;
+            }
+            // Holders' sends now fail with EPIPE.
+            nix::sys::socket::shutdown(original.as_raw_fd(), nix::sys::socket::Shutdown::Both)?;
+            Ok(())
+        };
+        if let Err(err) = cut_off() {
+            // Still served: a later revoke may try again.
+            self.original_revoked.store(false, Ordering::Release);
+            return Err(err);
         }
-        // Holders' sends now fail with EPIPE; then drop what is already queued.
-        nix::sys::socket::shutdown(original.as_raw_fd(), nix::sys::socket::Shutdown::Both)?;
+        // Drop what is already queued.
         while let Ok((Some(_), dropped)) = sys::recv_request(original) {
             drop(dropped);
         }

@@ -41,6 +41,11 @@ pub struct Received {
     pub stray_fds: usize,
     /// Control records of other kinds, ignored.
     pub other_records: usize,
+    /// `SCM_TIMESTAMP` records: harmless (no descriptor, no data), so not
+    /// counted as other records. They arrive while [`record_queued`] has
+    /// `SO_TIMESTAMP` on for a peek, or when a peer turned it on through a
+    /// duplicate of our end.
+    pub timestamps: usize,
     /// The control data did not parse to the end.
     pub malformed_control: bool,
 }
@@ -176,6 +181,10 @@ fn recv_msg_with(
                     }
                 }
             }
+            Record::Other {
+                level: libc::SOL_SOCKET,
+                kind: libc::SCM_TIMESTAMP,
+            } => received.timestamps += 1,
             Record::Other { .. } => received.other_records += 1,
             Record::Malformed => received.malformed_control = true,
         }
@@ -504,9 +513,18 @@ pub fn take_inherited(
 /// While `SO_TIMESTAMP` is on, the kernel attaches a timestamp to every record it
 /// delivers, and nothing to end-of-stream. So it is turned on for one `MSG_PEEK`
 /// and off again. Descriptors a peek installs are closed at once.
+///
+/// One check at a time in the process: two receivers of one socket (a shared
+/// `RecvHalf`) must not turn the option off under each other's peek. A receiver
+/// that is not peeking may get a timestamp meanwhile; it is ignored
+/// ([`Received::timestamps`]).
 pub fn record_queued(socket: BorrowedFd<'_>) -> io::Result<bool> {
     use nix::sys::socket::{setsockopt, sockopt::ReceiveTimestamp};
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     setsockopt(&socket, ReceiveTimestamp, &true)?;
     let mut byte = [MaybeUninit::<u8>::uninit(); 1];
     let peeked = recv_msg_with(socket, &mut byte, &mut [], RECV_FLAGS | libc::MSG_PEEK);
@@ -516,6 +534,7 @@ pub fn record_queued(socket: BorrowedFd<'_>) -> io::Result<bool> {
         || peeked.data_truncated
         || peeked.control_truncated
         || !peeked.fds.is_empty()
+        || peeked.timestamps > 0
         || peeked.other_records > 0)
 }
 

@@ -441,3 +441,36 @@ fn a_pidfd_the_kernel_could_not_make_is_never_taken_for_a_descriptor() {
         common::expect_success(common::child(TEST, "receiver").spawn().expect("spawn"))
     });
 }
+
+#[test]
+fn timestamps_a_peer_turned_on_are_ignored_without_a_warning() {
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    run(|| async {
+        let (ours, theirs) = raw_pair(SockType::SeqPacket);
+        // As a peer holding a duplicate of our end can do at any time.
+        setsockopt(&ours, sockopt::ReceiveTimestamp, &true).map_err(io::Error::from)?;
+        let mut ours = ConnectedSocket::try_from(ours)?;
+        let (read_end, _write_end) = common::pipe();
+        raw_send(theirs.as_fd(), b"stamped", &[read_end.as_fd()])?;
+        raw_send(theirs.as_fd(), b"", &[])?;
+        raw_send(theirs.as_fd(), b"after", &[])?;
+        drop(theirs);
+        let got = ours.recv().await?.ok_or_else(|| fail("closed"))?;
+        ensure(
+            &got.data[..] == b"stamped"
+                && got.fds.len() == 1
+                && inode(&got.fds[0]) == inode(&read_end),
+            "the record and its descriptor",
+        )?;
+        // The empty record before a hang-up is still told from end-of-stream.
+        let got = ours.recv().await?.ok_or_else(|| fail("closed early"))?;
+        ensure(&got.data[..] == b"after", "the record after the empty one")?;
+        ensure(ours.recv().await?.is_none(), "then end-of-stream")?;
+        let text = logs.text();
+        ensure(
+            !text.contains("ignored control data"),
+            format!("a timestamp was warned about:\n{text}"),
+        )
+    });
+}
