@@ -70,6 +70,13 @@ pub enum Descriptor {
     },
     /// `NACL_DESC_TRANSFERABLE_DATA_SOCKET`: a connected socket (NaCl itself
     /// carries only data on one it received this way).
+    ///
+    /// One received this way was made by the peer, which may keep a duplicate
+    /// and change its flags: keep it a [`ConnectedSocket`] (whose calls never
+    /// depend on them) and do not hand it to
+    /// [`into_seqpacket`](ConnectedSocket::into_seqpacket), which refuses
+    /// accepted connections for that reason but cannot tell this one from a
+    /// socket of your own.
     Socket(ConnectedSocket),
 }
 
