@@ -74,13 +74,25 @@ fn broker() {
 
 #[test]
 fn sandboxed() {
-    // CI runs where user namespaces are allowed; the example must really confine.
+    // CI runs where user namespaces, Landlock and seccomp are available; the
+    // example must really confine (it fails, naming the step, where it cannot).
     run(
         "sandboxed",
         &[
-            "[child] confined: my root directory has 0 entries",
-            "fails: No such file or directory",
+            "[child] confined: my root directory has 0 entries, no capabilities, \
+             Landlock fully enforced, seccomp allowlist on",
+            "[child] listing / now: EACCES",
+            // Each way out fails, stopped by the layer meant to stop it.
+            "[child] the chroot escape: EPERM (no CAP_SYS_CHROOT)",
+            "[child] mkdir x: EACCES (Landlock, and a read-only root)",
+            "[child] open /etc/passwd: ENOENT (the host's root is detached)",
+            "[child] connect to the parent's path-named socket: ENOENT (the host's root is detached)",
+            "[child] connect to the parent's abstract name: ECONNREFUSED (a network namespace of its own)",
+            "[child] connect over TCP: EPERM (seccomp allows socket only for AF_UNIX)",
+            // And the inherited address still works, descriptors both ways.
             "[parent] from the sandbox: \"hello from inside the sandbox\"",
+            "[parent] read from the child's descriptor: \"written inside the sandbox\"",
+            "[child] parent says: \"the parent hears you\", and its descriptor holds \"written by the parent\"",
         ],
     );
 }
