@@ -9,9 +9,9 @@ use nix::libc;
 use nix::sys::socket::SockType;
 use tokio::io::Interest;
 
-use crate::connection::seqpacket_pair;
 use crate::request::REQUEST_BYTE;
-use crate::sys::{self, LazyIo};
+use crate::sys::reactor::{Reactive, SharedIo};
+use crate::sys::{fd, msg, socket};
 use crate::{validate, ConnectedSocket};
 
 /// The address of a [`BoundSocket`](crate::BoundSocket): not a name but a
@@ -33,13 +33,13 @@ use crate::{validate, ConnectedSocket};
 /// # Ok(()) }
 /// ```
 pub struct SocketAddress {
-    io: LazyIo<OwnedFd>,
+    io: SharedIo<OwnedFd>,
 }
 
 impl SocketAddress {
     pub(crate) fn from_checked(fd: OwnedFd) -> Self {
         SocketAddress {
-            io: LazyIo::new(fd),
+            io: SharedIo::new(fd),
         }
     }
 
@@ -64,13 +64,13 @@ impl SocketAddress {
     /// then sends nothing. The request is one `sendmsg`, so it is sent whole or not
     /// at all, and a dropped future never leaves a descriptor behind.
     pub async fn connect(&self) -> io::Result<ConnectedSocket> {
-        let (kept, sent) = seqpacket_pair()?;
-        self.io
-            .async_io(Interest::WRITABLE, |fd| {
-                sys::send_msg(fd, &[REQUEST_BYTE], &[sent.as_fd()])
-            })
-            .await
-            .map_err(connect_error)?;
+        let (kept, sent) = socket::pair(SockType::SeqPacket)?;
+        let mut io = &self.io;
+        io.io(Interest::WRITABLE, |fd| {
+            msg::send_msg(fd, &[REQUEST_BYTE], &[sent.as_fd()])
+        })
+        .await
+        .map_err(connect_error)?;
         drop(sent);
         tracing::debug!(
             address = self.as_raw_fd(),
@@ -90,8 +90,12 @@ impl SocketAddress {
 
     /// Duplicates the address (`F_DUPFD_CLOEXEC`); the copy connects to the same
     /// bound socket.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the process is out of descriptors.
     pub fn try_clone(&self) -> io::Result<SocketAddress> {
-        Ok(Self::from_checked(self.io.get_ref().try_clone()?))
+        Ok(Self::from_checked(fd::duplicate(self.io.fd())?))
     }
 }
 

@@ -1,22 +1,23 @@
 //! [`BoundSocket`]: the server end of a bound pair, and [`make_bound_socket`].
 
 use std::fmt;
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-
 use std::future::Future;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard};
 use std::task::Poll;
 
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::socket::SockType;
+use tokio::io::Interest;
 use tokio::sync::Notify;
 
-use crate::address_set::{AddressId, AddressSet, Outcome};
-use crate::peer_warning::peer_warn;
-use crate::request::{self, Verdict};
-use crate::sys::{self, LazyIo};
-use crate::{validate, ConnectedSocket, SocketAddress};
+use crate::address_set::AddressSet;
+use crate::request::{self, Taken};
+use crate::sys::reactor::{Reactive, SharedIo};
+use crate::sys::{msg, socket};
+use crate::{validate, AddressId, ConnectedSocket, SocketAddress};
 
 /// Makes a bound socket and its address: `socketpair(AF_UNIX, SOCK_STREAM)`. No
 /// name is created anywhere; the address is the only way in.
@@ -57,28 +58,11 @@ use crate::{validate, ConnectedSocket, SocketAddress};
 /// # Ok(()) }
 /// ```
 pub fn make_bound_socket() -> io::Result<(SocketAddress, BoundSocket)> {
-    let (address, bound) = stream_pair()?;
+    let (address, bound) = socket::pair(SockType::Stream)?;
     Ok((
         SocketAddress::from_checked(address),
         BoundSocket::from_checked(bound)?,
     ))
-}
-
-/// `socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)`: an address end and a bound
-/// end.
-///
-/// Blocking, as `socketpair(2)` makes them: `O_NONBLOCK` belongs to the open file
-/// description, so it would travel with the address to whoever holds it, and a
-/// peer's plain blocking `sendmsg` would fail with `EAGAIN` on a full queue. The
-/// crate's own calls pass `MSG_DONTWAIT` and never need the flag.
-pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(io::Error::from)
 }
 
 /// The server end of a bound pair: [`accept`](Self::accept) receives the
@@ -96,7 +80,7 @@ pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// ([`ConnectedSocket::address_id`]) and [`revoke`](Self::revoke) alone.
 pub struct BoundSocket {
     /// The original bound end.
-    io: LazyIo<OwnedFd>,
+    io: SharedIo<OwnedFd>,
     /// The original address's id.
     id: AddressId,
     /// Made by the first `mint_address`; from then on `accept` serves every
@@ -113,7 +97,7 @@ pub struct BoundSocket {
 impl BoundSocket {
     pub(crate) fn from_checked(fd: OwnedFd) -> io::Result<Self> {
         Ok(BoundSocket {
-            io: LazyIo::new(fd),
+            io: SharedIo::new(fd),
             id: AddressId::next()?,
             set: OnceLock::new(),
             set_made: Notify::new(),
@@ -203,34 +187,22 @@ impl BoundSocket {
             if self.set.get().is_some() {
                 return Ok(None);
             }
-            let taken = if self.io.is_registered() {
-                let readable = self.io.registration()?.readable();
-                tokio::pin!(readable);
-                let ready = std::future::poll_fn(|cx| {
-                    if set_made.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(None);
-                    }
-                    readable.as_mut().poll(cx).map(Some)
-                });
-                let Some(guard) = ready.await else {
-                    return Ok(None);
-                };
-                match guard?.try_io(|_| self.take_from_original()) {
-                    Ok(result) => result?,
-                    Err(_would_block) => continue, // readiness cleared: wait again
-                }
-            } else {
-                // Not registered yet: try at once, register only if nothing waits.
-                match self.take_from_original() {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.io.registration()?;
-                        continue;
-                    }
-                    result => result?,
-                }
-            };
-            if let Some(connection) = taken {
-                return Ok(Some(connection));
+            let mut io = &self.io;
+            let take = io.io(Interest::READABLE, |fd| self.take_from_original(fd));
+            tokio::pin!(take);
+            // `take` first: a request it took is returned, never dropped.
+            let taken = std::future::poll_fn(|cx| match take.as_mut().poll(cx) {
+                Poll::Ready(taken) => Poll::Ready(Some(taken)),
+                Poll::Pending => set_made.as_mut().poll(cx).map(|()| None),
+            });
+            match taken.await {
+                None => return Ok(None),
+                Some(taken) => match taken? {
+                    Some(connection) => return Ok(Some(connection)),
+                    // Dropped: give other tasks a turn between dropped requests,
+                    // so a flood of garbage cannot monopolise the thread.
+                    None => tokio::task::consume_budget().await,
+                },
             }
         }
     }
@@ -240,19 +212,13 @@ impl BoundSocket {
     /// error (`WouldBlock` when none is queued, `NotConnected` when no address is
     /// left). Runs under the admission lock, so a concurrent `revoke` of the
     /// original comes wholly before (the request is dropped) or after.
-    fn take_from_original(&self) -> io::Result<Option<ConnectedSocket>> {
+    fn take_from_original(&self, original: BorrowedFd<'_>) -> io::Result<Option<ConnectedSocket>> {
         let _admitting = self.admitting();
-        let (byte, received) = sys::recv_request(self.io.fd())?;
-        if self.original_revoked.load(Ordering::Acquire) && byte.is_some() {
-            return Ok(None); // revoked: drop what was queued
-        }
-        match request::judge(byte, received) {
-            Verdict::Connect(fd) => Ok(Some(self.connection(fd, self.id))),
-            Verdict::Reject(reason) => {
-                peer_warn!(address = %self.id, %reason, "dropped a malformed connect request");
-                Ok(None)
-            }
-            Verdict::NoAddresses => Err(no_addresses()),
+        match request::take(original, self.id)? {
+            Taken::Connection(_) if self.original_revoked.load(Ordering::Acquire) => Ok(None),
+            Taken::Connection(fd) => Ok(Some(self.connection(fd, self.id))),
+            Taken::Dropped => Ok(None),
+            Taken::NoAddresses => Err(request::no_addresses()),
         }
     }
 
@@ -267,31 +233,17 @@ impl BoundSocket {
     async fn accept_from_set(&self, set: &AddressSet) -> io::Result<ConnectedSocket> {
         let original = self.io.fd();
         loop {
-            // Unregistered, try at once; registered, only once the set is readable.
-            let mut guard = if set.io().is_registered() {
-                Some(set.io().registration()?.readable().await?)
-            } else {
-                None
-            };
-            loop {
-                let attempt = {
+            let mut io = set.io();
+            let attempt = io
+                .io(Interest::READABLE, |_| {
                     let _admitting = self.admitting();
-                    set.try_accept(original)?
-                };
-                match attempt {
-                    Some(Outcome::Connection(fd, id)) => return Ok(self.connection(fd, id)),
-                    Some(Outcome::Empty) if set.is_empty() => return Err(no_addresses()),
-                    Some(Outcome::Empty) => {
-                        match guard.as_mut() {
-                            Some(guard) => guard.clear_ready(),
-                            None => drop(set.io().registration()?),
-                        }
-                        break;
-                    }
-                    // A request was dropped: give other tasks a turn between them,
-                    // so a flood of garbage cannot monopolise the thread.
-                    None => tokio::task::consume_budget().await,
-                }
+                    set.try_accept(original)
+                })
+                .await?;
+            match attempt {
+                Some((fd, id)) => return Ok(self.connection(fd, id)),
+                // Dropped: as in `accept_original`.
+                None => tokio::task::consume_budget().await,
             }
         }
     }
@@ -406,7 +358,7 @@ impl BoundSocket {
                 set.remove(self.id, original)?;
             }
             // Holders' sends now fail with EPIPE.
-            nix::sys::socket::shutdown(original.as_raw_fd(), nix::sys::socket::Shutdown::Both)?;
+            socket::shutdown(original, Shutdown::Both)?;
             Ok(())
         };
         if let Err(err) = cut_off() {
@@ -415,20 +367,12 @@ impl BoundSocket {
             return Err(err);
         }
         // Drop what is already queued.
-        while let Ok((Some(_), dropped)) = sys::recv_request(original) {
+        while let Ok((Some(_), dropped)) = msg::recv_request(original) {
             drop(dropped);
         }
         tracing::debug!(address = %self.id, "revoked the original address");
         Ok(())
     }
-}
-
-fn no_addresses() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotConnected,
-        "accept: every SocketAddress of this bound socket is closed (or was shut down), \
-         so no connection can arrive any more",
-    )
 }
 
 impl fmt::Debug for BoundSocket {

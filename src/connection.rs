@@ -7,13 +7,12 @@ use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use bytes::BytesMut;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use tokio_seqpacket::UnixSeqpacket;
+use nix::sys::socket::SockType;
 
-use crate::split::{RecvHalf, SendHalf};
-use crate::wait::{ConnectionIo, Endpoint, Wait};
-use crate::{records, validate, AddressId, Credentials, Message};
+use crate::split::{ConnectionEndpoint, RecvHalf, SendHalf};
+use crate::sys::reactor::{Endpoint, ExclusiveIo, Reactive};
+use crate::sys::socket;
+use crate::{message_engine, validate, AddressId, Credentials, Message};
 
 /// A connected `SOCK_SEQPACKET` socket: each [`send`](Self::send) is one record of
 /// bytes and descriptors, delivered whole to one [`recv`](Self::recv).
@@ -43,7 +42,7 @@ use crate::{records, validate, AddressId, Credentials, Message};
 /// # Ok(()) }
 /// ```
 pub struct ConnectedSocket {
-    io: ConnectionIo,
+    io: ExclusiveIo<ConnectionEndpoint>,
 }
 
 impl ConnectedSocket {
@@ -67,17 +66,7 @@ impl ConnectedSocket {
     /// (for moving between the blocking facade and async code).
     pub(crate) fn unregistered(self) -> Self {
         ConnectedSocket {
-            io: self
-                .io
-                .into_endpoint()
-                .map_or(ConnectionIo::Vacant, ConnectionIo::Direct),
-        }
-    }
-
-    fn endpoint(&self) -> &Endpoint {
-        match self.io.endpoint() {
-            Ok(endpoint) => endpoint,
-            Err(err) => panic!("{err}"),
+            io: self.io.unregistered(),
         }
     }
 
@@ -86,10 +75,7 @@ impl ConnectedSocket {
     /// per-holder policy. `None` for connections from [`pair`](Self::pair),
     /// [`SocketAddress::connect`](crate::SocketAddress::connect) or a descriptor.
     pub fn address_id(&self) -> Option<AddressId> {
-        self.io
-            .endpoint()
-            .ok()
-            .and_then(|endpoint| endpoint.address_id)
+        self.io.get_ref().ok().and_then(|endpoint| endpoint.label)
     }
 
     /// Creates a connected pair, as `socketpair(AF_UNIX, SOCK_SEQPACKET)` does.
@@ -101,7 +87,7 @@ impl ConnectedSocket {
     ///
     /// Fails when the process is out of descriptors.
     pub fn pair() -> io::Result<(ConnectedSocket, ConnectedSocket)> {
-        let (a, b) = seqpacket_pair()?;
+        let (a, b) = socket::pair(SockType::SeqPacket)?;
         Ok((Self::from_checked(a), Self::from_checked(b)))
     }
 
@@ -122,7 +108,7 @@ impl ConnectedSocket {
     /// Cancel safe: if the future is dropped before it completes, nothing was sent.
     /// A record is sent in one `sendmsg` call that either takes all of it or none.
     pub async fn send(&mut self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-        records::send(&mut self.io, data, fds).await
+        message_engine::send(&mut self.io, data, fds).await
     }
 
     /// Receives one record, or `None` once the peer has closed its end (or this end
@@ -149,7 +135,7 @@ impl ConnectedSocket {
     /// Cancel safe: a record is taken off the socket only by the `recvmsg` call whose
     /// result is returned in the same poll, so a dropped future loses nothing.
     pub async fn recv(&mut self) -> io::Result<Option<Message>> {
-        records::recv(&mut self.io).await
+        message_engine::recv(&mut self.io).await
     }
 
     /// Receives one record into caller-owned buffers: its bytes are appended to
@@ -170,7 +156,7 @@ impl ConnectedSocket {
         data: &mut BytesMut,
         fds: &mut Vec<OwnedFd>,
     ) -> io::Result<Option<usize>> {
-        records::recv_into(&mut self.io, data, fds).await
+        message_engine::recv_into(&mut self.io, data, fds).await
     }
 
     /// Splits the connection into a receiving and a sending half that work
@@ -205,13 +191,18 @@ impl ConnectedSocket {
     /// # Ok(()) }
     /// ```
     pub fn into_split(self) -> io::Result<(RecvHalf, SendHalf)> {
-        Ok(crate::split::split(self.io.into_endpoint()?))
+        Ok(crate::split::split(self.io.into_inner()?))
+    }
+
+    /// The connection's endpoint, deregistered.
+    pub(crate) fn into_endpoint(self) -> io::Result<ConnectionEndpoint> {
+        self.io.into_inner()
     }
 
     /// A connection, not registered with any reactor, from its endpoint.
-    pub(crate) fn from_endpoint(endpoint: Endpoint) -> Self {
+    fn from_endpoint(endpoint: ConnectionEndpoint) -> Self {
         ConnectedSocket {
-            io: ConnectionIo::Direct(endpoint),
+            io: ExclusiveIo::new(endpoint),
         }
     }
 
@@ -220,52 +211,43 @@ impl ConnectedSocket {
     /// On a connection returned by [`BoundSocket::accept`](crate::BoundSocket::accept)
     /// this is the process that called `connect` (it made the pair), even if another
     /// process holds that end now.
+    ///
+    /// # Errors
+    ///
+    /// What `getsockopt(SO_PEERCRED)` reports (in practice only `NotConnected`
+    /// for a connection whose descriptor was lost to a panic while registering).
     pub fn peer_credentials(&self) -> io::Result<Credentials> {
         Credentials::of_peer(self.io.fd()?)
     }
 
     /// Shuts down one or both directions (see shutdown(2)). The peer's `recv` then
     /// returns `None` once it has read what was queued.
+    ///
+    /// # Errors
+    ///
+    /// What shutdown(2) reports: `NotConnected` once the peer's end is gone (or
+    /// for a connection whose descriptor was lost to a panic while registering).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        shutdown(self.io.fd()?, how)
+        socket::shutdown(self.io.fd()?, how)
     }
 }
 
-/// shutdown(2) with std's `Shutdown`.
-pub(crate) fn shutdown(fd: BorrowedFd<'_>, how: Shutdown) -> io::Result<()> {
-    let how = match how {
-        Shutdown::Read => nix::sys::socket::Shutdown::Read,
-        Shutdown::Write => nix::sys::socket::Shutdown::Write,
-        Shutdown::Both => nix::sys::socket::Shutdown::Both,
-    };
-    nix::sys::socket::shutdown(fd.as_raw_fd(), how).map_err(io::Error::from)
-}
-
-/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`: blocking, as
-/// `socketpair(2)` makes them, for the reason given at `bound::stream_pair`.
-pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(io::Error::from)
+impl RecvHalf {
+    /// Puts the connection back together from this half and the `send` half it
+    /// was split with; if `send` came from another connection, both are returned.
+    pub fn unsplit(self, send: SendHalf) -> Result<ConnectedSocket, (RecvHalf, SendHalf)> {
+        self.reunite(send).map(ConnectedSocket::from_endpoint)
+    }
 }
 
 impl fmt::Debug for ConnectedSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut debug = f.debug_struct("ConnectedSocket");
-        match self.io.endpoint() {
-            Ok(endpoint) => debug.field("fd", &endpoint.fd().as_raw_fd()),
+        match self.io.get_ref() {
+            Ok(endpoint) => debug.field("fd", &endpoint.as_raw_fd()),
             Err(_) => debug.field("fd", &"lost"),
         };
-        debug
-            .field(
-                "registered",
-                &matches!(self.io, ConnectionIo::Registered(_)),
-            )
-            .finish()
+        debug.field("registered", &self.io.is_registered()).finish()
     }
 }
 
@@ -275,7 +257,10 @@ impl AsFd for ConnectedSocket {
     /// Only if an earlier registration with the reactor panicked (Tokio does when
     /// the runtime has IO disabled), which took the descriptor with it.
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.endpoint().fd()
+        match self.io.fd() {
+            Ok(fd) => fd,
+            Err(err) => panic!("{err}"),
+        }
     }
 }
 
@@ -293,7 +278,7 @@ impl From<ConnectedSocket> for OwnedFd {
     /// As [`AsFd`](#impl-AsFd-for-ConnectedSocket): only for a connection whose
     /// descriptor was lost to a panic while registering.
     fn from(socket: ConnectedSocket) -> OwnedFd {
-        match socket.io.into_endpoint() {
+        match socket.into_endpoint() {
             Ok(endpoint) => endpoint.into_fd(),
             Err(err) => panic!("{err}"),
         }
@@ -309,56 +294,6 @@ impl TryFrom<OwnedFd> for ConnectedSocket {
     fn try_from(fd: OwnedFd) -> io::Result<Self> {
         validate::adopt(&fd, "ConnectedSocket", &[SockType::SeqPacket])?;
         Ok(Self::from_checked(fd))
-    }
-}
-
-impl TryFrom<UnixSeqpacket> for ConnectedSocket {
-    type Error = io::Error;
-
-    /// Takes over a tokio-seqpacket socket (validated as for `OwnedFd`).
-    fn try_from(socket: UnixSeqpacket) -> io::Result<Self> {
-        Self::try_from(OwnedFd::from(socket))
-    }
-}
-
-impl ConnectedSocket {
-    /// Hands the socket to tokio-seqpacket, registered with the current runtime,
-    /// for code that speaks its API.
-    ///
-    /// # Errors
-    ///
-    /// `Unsupported` for a connection returned by
-    /// [`BoundSocket::accept`](crate::BoundSocket::accept), which is then closed
-    /// (check [`address_id`](Self::address_id) first: it is `Some` exactly for
-    /// those). An accepted socket was made by the peer, which can keep a duplicate
-    /// and clear `O_NONBLOCK` on it at any time; tokio-seqpacket's calls do not pass
-    /// `MSG_DONTWAIT` as this crate's do, so such a peer could then block a runtime
-    /// thread in `recvmsg`. Connections this process made ([`pair`](Self::pair),
-    /// [`SocketAddress::connect`](crate::SocketAddress::connect)) convert; for one
-    /// adopted from a descriptor, the caller vouches that no untrusted process holds
-    /// a duplicate of it.
-    pub fn into_seqpacket(self) -> io::Result<UnixSeqpacket> {
-        crate::runtime::require("a UnixSeqpacket")?;
-        let endpoint = self.io.into_endpoint()?;
-        if let Some(id) = endpoint.address_id {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "into_seqpacket: refused for a connection accepted through address {id}: its \
-                     peer made the socket and may keep a duplicate and clear O_NONBLOCK, which \
-                     would let it block tokio-seqpacket's recvmsg (it does not pass MSG_DONTWAIT) \
-                     and the runtime thread with it; keep it a ConnectedSocket"
-                ),
-            ));
-        }
-        // tokio-seqpacket relies on O_NONBLOCK, which the crate does not set on the
-        // sockets it makes; this one's description is not shared with the peer
-        // (checked above), so setting it here changes nothing for anyone else.
-        let fd = endpoint.into_fd();
-        let flags = fcntl(&fd, FcntlArg::F_GETFL).map_err(io::Error::from)?;
-        let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
-        fcntl(&fd, FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
-        UnixSeqpacket::try_from(fd)
     }
 }
 

@@ -87,9 +87,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Mutex, PoisonError};
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::libc;
-use nix::sys::stat::fstat;
 
 use crate::sys;
 
@@ -114,11 +112,8 @@ struct FileId {
 
 impl FileId {
     fn of(fd: BorrowedFd<'_>) -> io::Result<FileId> {
-        let stat = fstat(fd).map_err(io::Error::from)?;
-        Ok(FileId {
-            device: stat.st_dev,
-            inode: stat.st_ino,
-        })
+        let (device, inode) = sys::fd::file_identity(fd)?;
+        Ok(FileId { device, inode })
     }
 }
 
@@ -173,7 +168,7 @@ pub fn pass(command: &mut std::process::Command, fds: &[(&str, BorrowedFd<'_>)])
         owned.push(copy);
     }
     command.env(ENV_VAR, entries.join(","));
-    sys::keep_across_exec(command, owned);
+    sys::inherit::keep_across_exec(command, owned);
     Ok(())
 }
 
@@ -256,7 +251,7 @@ pub(crate) fn take_checked(
             ),
         ));
     }
-    let fd = sys::take_inherited(number, |fd| {
+    let fd = sys::inherit::take_inherited(number, |fd| {
         let found = FileId::of(fd)?;
         if found != entry.file {
             return Err(io::Error::new(
@@ -281,7 +276,7 @@ pub(crate) fn take_checked(
     .map_err(|err| io::Error::new(err.kind(), format!("{ENV_VAR} entry {name:?}: {err}")))?;
     // Recorded before anything can fail: from here on `fd` owns the descriptor.
     taken.push(number);
-    fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io::Error::from)?;
+    sys::fd::set_cloexec(fd.as_fd())?;
     Ok(fd)
 }
 

@@ -33,6 +33,7 @@
 //! send passes `MSG_NOSIGNAL`, and every send and receive passes `MSG_DONTWAIT` so a
 //! peer that clears `O_NONBLOCK` on a shared descriptor cannot block the runtime.
 #![deny(missing_docs, missing_debug_implementations, unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!(
@@ -40,27 +41,36 @@ compile_error!(
      Linux's SOCK_SEQPACKET semantics for AF_UNIX"
 );
 
-mod address;
-mod address_set;
+// Layers, lowest first; each file imports only from the layers below it (see
+// ARCHITECTURE.md, and tests/architecture.rs, which checks it).
+// 0: plain data.
+mod address_id;
 mod ancillary;
-pub mod blocking;
+mod message;
+mod peer_warning;
+// 1: every system call and every `unsafe` block.
+mod sys;
+// 2: what the public types are made of.
+mod address_set;
+pub mod handoff;
+mod message_engine;
+mod request;
+mod validate;
+// 3: the public types, one a file.
+mod address;
 mod bound;
 mod connection;
 mod credentials;
-#[cfg(feature = "fuzzing")]
+#[cfg(feature = "tokio-seqpacket")]
+mod seqpacket_interop;
+mod shared_impls;
+mod split;
+// 4: built on the public types.
+pub mod blocking;
+#[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod handoff;
-mod message;
 pub mod nacl;
-mod peer_warning;
-mod records;
-mod request;
-mod runtime;
-mod split;
-mod sys;
-mod validate;
-mod wait;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
@@ -68,11 +78,11 @@ mod wait;
 pub struct ReadmeDoctests;
 
 pub use address::SocketAddress;
-pub use address_set::AddressId;
+pub use address_id::AddressId;
 pub use ancillary::MAX_FDS_PER_MESSAGE;
 pub use bound::{make_bound_socket, BoundSocket};
 pub use connection::ConnectedSocket;
 pub use credentials::Credentials;
 pub use message::Message;
-pub use records::MAX_RECV_SIZE;
+pub use message_engine::MAX_RECV_SIZE;
 pub use split::{RecvHalf, SendHalf};

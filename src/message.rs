@@ -11,7 +11,11 @@ use bytes::Bytes;
 /// are whatever the sender set, and are shared with any duplicate the sender kept:
 /// set the flags you need before using a received descriptor, and do not rely on
 /// them staying set if the sender is not trusted.
+///
+/// The fields are public to read and take from; the type is `#[non_exhaustive]`,
+/// so fields can be added without breaking callers (destructure with `..`).
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct Message {
     /// The record's bytes (may be empty when descriptors were sent).
     pub data: Bytes,

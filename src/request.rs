@@ -1,23 +1,27 @@
-//! The connect request: what a well-formed one is, and what is wrong with the rest.
+//! The connect request: what a well-formed one is, what is wrong with the rest,
+//! and [`take`], the one handler both accept paths use.
 //!
 //! A request is exactly the byte `c` with exactly one descriptor: a connected
 //! `AF_UNIX` `SOCK_SEQPACKET` socket. Anything else is dropped (its descriptors are
 //! closed when the [`Received`] is dropped) and the reason is logged.
 
 use std::fmt;
-use std::os::fd::{AsFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::sys::socket::SockType;
 
-use crate::sys::Received;
+use crate::peer_warning::peer_warn;
+use crate::sys::msg::{self, Received};
 use crate::validate::{self, FdProblem};
+use crate::AddressId;
 
 /// The one byte a connect request carries.
-pub const REQUEST_BYTE: u8 = b'c';
+pub(crate) const REQUEST_BYTE: u8 = b'c';
 
 /// What to do with one `recvmsg` from a bound socket.
 #[derive(Debug)]
-pub enum Verdict {
+enum Verdict {
     /// A well-formed request: this is the connection.
     Connect(OwnedFd),
     /// A malformed request, dropped.
@@ -28,7 +32,7 @@ pub enum Verdict {
 
 /// Why a request was dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rejection {
+enum Rejection {
     /// The byte was not `c`.
     WrongByte(u8),
     /// The byte came with no descriptor.
@@ -64,7 +68,7 @@ impl fmt::Display for Rejection {
 }
 
 /// Judges one request. Whatever is not returned is closed on return.
-pub fn judge(byte: Option<u8>, mut received: Received) -> Verdict {
+fn judge(byte: Option<u8>, mut received: Received) -> Verdict {
     if received.control_truncated {
         return Verdict::Reject(Rejection::DescriptorsLost);
     }
@@ -84,4 +88,39 @@ pub fn judge(byte: Option<u8>, mut received: Received) -> Verdict {
         Ok(_) => Verdict::Connect(fd),
         Err(problem) => Verdict::Reject(Rejection::BadDescriptor(problem)),
     }
+}
+
+/// What came of one request taken off an address.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// A well-formed request: this is the connection.
+    Connection(OwnedFd),
+    /// A malformed request, dropped with a warning.
+    Dropped,
+    /// End of stream: every holder of the address has closed it.
+    NoAddresses,
+}
+
+/// Takes one request off `bound`, the bound end of address `id`, and judges it:
+/// what is not returned is closed, and a malformed request is reported with a
+/// rate-limited warning. `WouldBlock` when none is queued.
+pub(crate) fn take(bound: BorrowedFd<'_>, id: AddressId) -> io::Result<Taken> {
+    let (byte, received) = msg::recv_request(bound)?;
+    Ok(match judge(byte, received) {
+        Verdict::Connect(fd) => Taken::Connection(fd),
+        Verdict::Reject(reason) => {
+            peer_warn!(address = %id, %reason, "dropped a malformed connect request");
+            Taken::Dropped
+        }
+        Verdict::NoAddresses => Taken::NoAddresses,
+    })
+}
+
+/// `accept`'s final error: no address is left.
+pub(crate) fn no_addresses() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "accept: every SocketAddress of this bound socket is closed (or was shut down), \
+         so no connection can arrive any more",
+    )
 }

@@ -6,17 +6,16 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-use nix::sys::socket::{
-    getpeername, getsockopt, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage,
-};
+use nix::sys::socket::{AddressFamily, SockType};
+
+use crate::sys;
 
 /// Why a descriptor is not the socket we need.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FdProblem {
+pub(crate) enum FdProblem {
     /// Not a socket at all (a pipe, a file, a memfd, ...).
     NotASocket,
     /// A socket of a type we do not accept (`SOCK_*` value).
@@ -55,11 +54,11 @@ fn type_name(raw: i32) -> &'static str {
 
 /// Checks that `fd` is a connected `AF_UNIX` socket of one of the `accepted` types,
 /// and returns its type.
-pub fn connected_unix_socket(
+pub(crate) fn connected_unix_socket(
     fd: BorrowedFd<'_>,
     accepted: &[SockType],
 ) -> Result<SockType, FdProblem> {
-    let kind = match getsockopt(&fd, sockopt::SockType) {
+    let kind = match sys::socket::socket_type(fd) {
         Ok(kind) => kind,
         Err(Errno::ENOTSOCK) => return Err(FdProblem::NotASocket),
         // nix reports a type it has no name for as EINVAL.
@@ -69,11 +68,9 @@ pub fn connected_unix_socket(
     if !accepted.contains(&kind) {
         return Err(FdProblem::WrongType(kind as i32));
     }
-    match getpeername::<SockaddrStorage>(fd.as_raw_fd()) {
-        Ok(peer) if peer.family() == Some(AddressFamily::Unix) => Ok(kind),
-        Ok(peer) => Err(FdProblem::WrongFamily(
-            peer.family().map_or(-1, |af| af as i32),
-        )),
+    match sys::socket::peer_family(fd) {
+        Ok(Some(AddressFamily::Unix)) => Ok(kind),
+        Ok(family) => Err(FdProblem::WrongFamily(family.map_or(-1, |af| af as i32))),
         Err(Errno::ENOTCONN) => Err(FdProblem::NotConnected),
         Err(errno) => Err(FdProblem::Os(errno)),
     }
@@ -82,7 +79,7 @@ pub fn connected_unix_socket(
 /// Checks, without taking it, that `fd` can become a `what`: a connected `AF_UNIX`
 /// socket of one of the `accepted` types. `InvalidInput` naming the problem
 /// otherwise; the descriptor is not touched either way.
-pub fn check(fd: BorrowedFd<'_>, what: &str, accepted: &[SockType]) -> io::Result<SockType> {
+pub(crate) fn check(fd: BorrowedFd<'_>, what: &str, accepted: &[SockType]) -> io::Result<SockType> {
     connected_unix_socket(fd, accepted).map_err(|problem| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -93,8 +90,8 @@ pub fn check(fd: BorrowedFd<'_>, what: &str, accepted: &[SockType]) -> io::Resul
 
 /// Validates a descriptor a caller converts into one of our types, and makes it
 /// close-on-exec (the caller may have made it without `O_CLOEXEC`).
-pub fn adopt(fd: &OwnedFd, what: &str, accepted: &[SockType]) -> io::Result<SockType> {
+pub(crate) fn adopt(fd: &OwnedFd, what: &str, accepted: &[SockType]) -> io::Result<SockType> {
     let kind = check(fd.as_fd(), what, accepted)?;
-    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io::Error::from)?;
+    sys::fd::set_cloexec(fd.as_fd())?;
     Ok(kind)
 }

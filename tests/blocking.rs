@@ -7,7 +7,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{child, child_role, ensure, expect_success, fail, inode, run, run_without_runtime};
+use common::{
+    child, child_role, connect_and_accept, ensure, expect_success, fail, inode, run,
+    run_without_runtime,
+};
 use tokio_imc::blocking;
 
 #[test]
@@ -107,7 +110,7 @@ fn blocking_calls_inside_a_runtime_return_an_error_instead_of_stalling() {
         // The way out: convert to the async types.
         let address = address.into_async();
         let bound = bound.into_async();
-        let (mut client, mut server) = tokio::try_join!(address.connect(), bound.accept())?;
+        let (mut client, mut server) = connect_and_accept(&address, &bound).await?;
         client.send(b"async now", &[]).await?;
         ensure(server.recv().await?.is_some(), "async after conversion")
     });

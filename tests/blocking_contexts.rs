@@ -7,7 +7,7 @@ use std::io::{self, ErrorKind, Read};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{child, child_role, ensure, fail, run_without_runtime, CHILD_OK, HANG};
+use common::{child, child_role, ensure, fail, fails_with, run_without_runtime, CHILD_OK, HANG};
 use tokio_imc::blocking;
 
 /// A blocking session that really waits: an `accept` served only after it
@@ -29,11 +29,11 @@ fn blocking_session() -> io::Result<()> {
     let mut client = client
         .join()
         .map_err(|_| fail("the client thread panicked"))??;
-    let err = server
-        .recv_timeout(Duration::from_millis(30))
-        .err()
-        .ok_or_else(|| fail("recv_timeout returned although nothing was sent"))?;
-    ensure(err.kind() == ErrorKind::TimedOut, format!("{err}"))?;
+    fails_with(
+        server.recv_timeout(Duration::from_millis(30)),
+        ErrorKind::TimedOut,
+        "recv_timeout with nothing sent",
+    )?;
     client.send(b"ping", &[])?;
     let message = server
         .recv_timeout(HANG)?
@@ -50,12 +50,13 @@ fn expect_refusal(
     a: &mut blocking::ConnectedSocket,
     b: &mut blocking::ConnectedSocket,
 ) -> io::Result<()> {
-    let err = a
-        .send(b"refused", &[])
-        .err()
-        .ok_or_else(|| fail("a blocking send was allowed on a runtime thread"))?;
+    let err = fails_with(
+        a.send(b"refused", &[]),
+        ErrorKind::Other,
+        "a blocking send on a runtime thread",
+    )?;
     ensure(
-        err.kind() == ErrorKind::Other && err.to_string().contains("drives a Tokio runtime"),
+        err.to_string().contains("drives a Tokio runtime"),
         format!("unexpected error: {err}"),
     )?;
     let err = b

@@ -6,14 +6,14 @@ use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-use common::{bounded, ensure, fail, inode, run, run_multi_thread};
+use common::{bounded, connect_and_accept, ensure, fail, fails_with, inode, run, run_multi_thread};
 use tokio_imc::{make_bound_socket, BoundSocket, ConnectedSocket, SocketAddress};
 
 #[test]
 fn connect_accept_and_exchange_bytes_and_fds() {
     run(|| async {
         let (address, bound) = make_bound_socket()?;
-        let (mut client, mut server) = tokio::try_join!(address.connect(), bound.accept())?;
+        let (mut client, mut server) = connect_and_accept(&address, &bound).await?;
         let (read_end, write_end) = common::pipe();
         client.send(b"take this pipe", &[write_end.as_fd()]).await?;
         let message = server.recv().await?.ok_or_else(|| fail("closed early"))?;
@@ -127,7 +127,7 @@ fn an_address_sent_in_a_message_connects_to_the_same_server() {
         drop(address);
         let mut message = client_side.recv().await?.ok_or_else(|| fail("closed"))?;
         let received = SocketAddress::try_from(message.fds.remove(0))?;
-        let (mut client, mut server) = tokio::try_join!(received.connect(), bound.accept())?;
+        let (mut client, mut server) = connect_and_accept(&received, &bound).await?;
         client.send(b"hi", &[]).await?;
         ensure(
             &server.recv().await?.ok_or_else(|| fail("closed"))?.data[..] == b"hi",
@@ -142,15 +142,15 @@ fn try_clone_gives_an_independent_handle_to_the_same_server() {
         let (address, bound) = make_bound_socket()?;
         let copy = address.try_clone()?;
         drop(address);
-        let (client, _server) = tokio::try_join!(copy.connect(), bound.accept())?;
+        let (client, _server) = connect_and_accept(&copy, &bound).await?;
         drop(client);
         drop(copy);
-        let err = bound
-            .accept()
-            .await
-            .err()
-            .ok_or_else(|| fail("accept with no address succeeded"))?;
-        ensure(err.kind() == ErrorKind::NotConnected, format!("{err}"))
+        fails_with(
+            bound.accept().await,
+            ErrorKind::NotConnected,
+            "accept with no address",
+        )?;
+        Ok(())
     });
 }
 
@@ -160,7 +160,7 @@ fn conversions_round_trip_through_owned_fd() {
         let (address, bound) = make_bound_socket()?;
         let address = SocketAddress::try_from(OwnedFd::from(address))?;
         let bound = BoundSocket::try_from(OwnedFd::from(bound))?;
-        let (client, mut server) = tokio::try_join!(address.connect(), bound.accept())?;
+        let (client, mut server) = connect_and_accept(&address, &bound).await?;
         let mut client = ConnectedSocket::try_from(OwnedFd::from(client))?;
         client.send(b"x", &[]).await?;
         ensure(server.recv().await?.is_some(), "message after round trip")?;
@@ -183,10 +183,11 @@ fn conversions_round_trip_through_owned_fd() {
 fn conversions_refuse_the_wrong_kind_of_descriptor() {
     run(|| async {
         let (read_end, _write_end) = common::pipe();
-        let err = SocketAddress::try_from(read_end)
-            .err()
-            .ok_or_else(|| fail("a pipe became an address"))?;
-        ensure(err.kind() == ErrorKind::InvalidInput, format!("{err}"))?;
+        let err = fails_with(
+            SocketAddress::try_from(read_end),
+            ErrorKind::InvalidInput,
+            "a pipe as an address",
+        )?;
         ensure(err.to_string().contains("not a socket"), format!("{err}"))?;
 
         let (seq_a, _seq_b) = common::raw_pair(nix::sys::socket::SockType::SeqPacket);

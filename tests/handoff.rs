@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{child, child_main, child_role, ensure, expect_success, fail, run};
+use common::{child, child_main, child_role, ensure, expect_success, fail, fails_with, run};
 use tokio_imc::{blocking, handoff, make_bound_socket, ConnectedSocket, SocketAddress};
 
 const TEST: &str = "handoff_cases";
@@ -76,25 +76,28 @@ type Attempt = fn() -> io::Result<()>;
 async fn child_case(role: &str) -> io::Result<()> {
     match role {
         "missing" => {
-            let err = SocketAddress::from_env()
-                .err()
-                .ok_or_else(|| fail("no variable, yet an address"))?;
-            ensure(err.kind() == ErrorKind::NotFound, format!("{err:?}"))
+            fails_with(
+                SocketAddress::from_env(),
+                ErrorKind::NotFound,
+                "from_env with no variable",
+            )?;
+            Ok(())
         }
         "malformed" => {
-            let err = SocketAddress::from_env()
-                .err()
-                .ok_or_else(|| fail("malformed, yet an address"))?;
-            ensure(err.kind() == ErrorKind::InvalidData, format!("{err:?}"))
+            fails_with(
+                SocketAddress::from_env(),
+                ErrorKind::InvalidData,
+                "from_env with a malformed variable",
+            )?;
+            Ok(())
         }
         "not-open" => {
-            let err = SocketAddress::from_env()
-                .err()
-                .ok_or_else(|| fail("closed number, yet an address"))?;
-            ensure(
-                err.kind() == ErrorKind::NotFound && err.to_string().contains("not open"),
-                format!("{err:?}"),
-            )
+            let err = fails_with(
+                SocketAddress::from_env(),
+                ErrorKind::NotFound,
+                "from_env naming a closed number",
+            )?;
+            ensure(err.to_string().contains("not open"), format!("{err:?}"))
         }
         "not-inherited" => {
             // The variable names a descriptor this process opened itself (close-on-
@@ -106,11 +109,13 @@ async fn child_case(role: &str) -> io::Result<()> {
                 handoff::ENV_VAR,
                 format!("address={number}:{}", file_id(file.as_fd())?),
             );
-            let err = SocketAddress::from_env()
-                .err()
-                .ok_or_else(|| fail("a stale number was taken"))?;
+            let err = fails_with(
+                SocketAddress::from_env(),
+                ErrorKind::InvalidData,
+                "from_env naming a descriptor not inherited",
+            )?;
             ensure(
-                err.kind() == ErrorKind::InvalidData && err.to_string().contains("not inherited"),
+                err.to_string().contains("not inherited"),
                 format!("{err:?}"),
             )?;
             ensure(
@@ -121,13 +126,12 @@ async fn child_case(role: &str) -> io::Result<()> {
             Ok(())
         }
         "wrong-name" => {
-            let err = SocketAddress::from_env()
-                .err()
-                .ok_or_else(|| fail("wrong name, yet an address"))?;
-            ensure(
-                err.kind() == ErrorKind::NotFound && err.to_string().contains("\"address\""),
-                format!("{err:?}"),
+            let err = fails_with(
+                SocketAddress::from_env(),
+                ErrorKind::NotFound,
+                "from_env with only another name passed",
             )?;
+            ensure(err.to_string().contains("\"address\""), format!("{err:?}"))?;
             // The descriptor under the other name is still there to take.
             ConnectedSocket::from_env_named("other").map(drop)
         }
@@ -263,22 +267,26 @@ fn handoff_cases() {
 
         // Misuse is refused in the parent.
         let mut command = child(TEST, "unused");
-        let err = handoff::pass(&mut command, &[("a b", address.as_fd())])
-            .err()
-            .ok_or_else(|| fail("bad name"))?;
-        ensure(err.kind() == ErrorKind::InvalidInput, format!("{err:?}"))?;
-        let err = handoff::pass(
-            &mut command,
-            &[("x", address.as_fd()), ("x", address.as_fd())],
-        )
-        .err()
-        .ok_or_else(|| fail("repeated name"))?;
-        ensure(err.kind() == ErrorKind::InvalidInput, format!("{err:?}"))?;
+        fails_with(
+            handoff::pass(&mut command, &[("a b", address.as_fd())]),
+            ErrorKind::InvalidInput,
+            "pass with a bad name",
+        )?;
+        fails_with(
+            handoff::pass(
+                &mut command,
+                &[("x", address.as_fd()), ("x", address.as_fd())],
+            ),
+            ErrorKind::InvalidInput,
+            "pass with a repeated name",
+        )?;
         handoff::pass(&mut command, &[("x", address.as_fd())])?;
-        let err = handoff::pass(&mut command, &[("y", address.as_fd())])
-            .err()
-            .ok_or_else(|| fail("passed twice"))?;
-        ensure(err.kind() == ErrorKind::InvalidInput, format!("{err:?}"))
+        fails_with(
+            handoff::pass(&mut command, &[("y", address.as_fd())]),
+            ErrorKind::InvalidInput,
+            "a second pass on one command",
+        )?;
+        Ok(())
     });
 }
 
@@ -386,11 +394,13 @@ fn a_name_is_handed_out_once() {
                 ("alias", || handoff::take("alias").map(drop)),
             ];
             for (what, take) in again {
-                let err = take()
-                    .err()
-                    .ok_or_else(|| fail(format!("{what}: taken twice")))?;
+                let err = fails_with(
+                    take(),
+                    ErrorKind::NotFound,
+                    &format!("{what}: a second take"),
+                )?;
                 ensure(
-                    err.kind() == ErrorKind::NotFound && err.to_string().contains("already taken"),
+                    err.to_string().contains("already taken"),
                     format!("{what}: {err:?}"),
                 )?;
             }
@@ -459,18 +469,21 @@ fn a_stale_entry_naming_another_file_is_refused_and_left_open() {
                 other => return Err(fail(format!("unknown role {other}"))),
             };
             for attempt in 0..2 {
-                let err = SocketAddress::from_env()
-                    .err()
-                    .ok_or_else(|| fail("another file was taken as the address"))?;
+                let err = fails_with(
+                    SocketAddress::from_env(),
+                    ErrorKind::InvalidData,
+                    &format!("attempt {attempt}: from_env naming another file"),
+                )?;
                 ensure(
-                    err.kind() == ErrorKind::InvalidData && err.to_string().contains(expected),
+                    err.to_string().contains(expected),
                     format!("attempt {attempt}: {err:?}"),
                 )?;
                 untouched(number)?;
-                let err = handoff::take(handoff::ADDRESS)
-                    .err()
-                    .ok_or_else(|| fail("another file was taken"))?;
-                ensure(err.kind() == ErrorKind::InvalidData, format!("{err:?}"))?;
+                fails_with(
+                    handoff::take(handoff::ADDRESS),
+                    ErrorKind::InvalidData,
+                    "take naming another file",
+                )?;
                 untouched(number)?;
             }
             Ok(())
@@ -520,12 +533,13 @@ fn a_descriptor_of_the_wrong_type_is_refused_and_left_open() {
                 }),
             ];
             for (what, take) in refusals {
-                let err = take()
-                    .err()
-                    .ok_or_else(|| fail(format!("a pipe became a {what}")))?;
+                let err = fails_with(
+                    take(),
+                    ErrorKind::InvalidInput,
+                    &format!("taking a pipe as a {what}"),
+                )?;
                 ensure(
-                    err.kind() == ErrorKind::InvalidInput
-                        && err.to_string().contains("not a socket")
+                    err.to_string().contains("not a socket")
                         && err.to_string().contains("left open"),
                     format!("{what}: {err:?}"),
                 )?;
@@ -556,13 +570,12 @@ fn stdio_numbers_are_refused_as_stdio() {
     const TEST: &str = "stdio_numbers_are_refused_as_stdio";
     if child_role().is_some() {
         child_main(|| async {
-            let err = SocketAddress::from_env()
-                .err()
-                .ok_or_else(|| fail("stdout became an address"))?;
-            ensure(
-                err.kind() == ErrorKind::InvalidData && err.to_string().contains("stdio"),
-                format!("{err:?}"),
+            let err = fails_with(
+                SocketAddress::from_env(),
+                ErrorKind::InvalidData,
+                "from_env naming a stdio number",
             )?;
+            ensure(err.to_string().contains("stdio"), format!("{err:?}"))?;
             ensure(cloexec_of(1).is_some(), "stdout is still open")
         });
     }

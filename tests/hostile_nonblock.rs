@@ -155,6 +155,7 @@ fn a_holder_making_the_shared_address_blocking_cannot_block_connect() {
     });
 }
 
+#[cfg(feature = "tokio-seqpacket")]
 #[test]
 fn an_accepted_connection_is_not_handed_to_tokio_seqpacket_where_a_thief_could_block_it() {
     run(|| async {
@@ -168,11 +169,11 @@ fn an_accepted_connection_is_not_handed_to_tokio_seqpacket_where_a_thief_could_b
         drop(sent);
         let accepted = bounded("accept", bound.accept()).await??;
         ensure(accepted.address_id().is_some(), "an accepted connection")?;
-        let err = accepted
-            .into_seqpacket()
-            .err()
-            .ok_or_else(|| fail("an accepted connection was handed to tokio-seqpacket"))?;
-        ensure(err.kind() == ErrorKind::Unsupported, format!("{err:?}"))?;
+        let err = common::fails_with(
+            accepted.into_seqpacket(),
+            ErrorKind::Unsupported,
+            "into_seqpacket of an accepted connection",
+        )?;
         ensure(err.to_string().contains("O_NONBLOCK"), err.to_string())?;
         // A connection this process made itself converts, and works.
         let (mine, mut other) = tokio_imc::ConnectedSocket::pair()?;

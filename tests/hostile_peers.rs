@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    bounded, child, child_main, child_role, ensure, expect_success, fail, raw_pair, raw_recv,
-    raw_send, run, Logs,
+    bounded, child, child_main, child_role, connect_and_accept, ensure, expect_success, fail,
+    fails_with, raw_pair, raw_recv, raw_send, run, Logs,
 };
 use nix::sys::socket::SockType;
 use tokio_imc::{handoff, make_bound_socket, BoundSocket, ConnectedSocket, SocketAddress};
@@ -77,8 +77,7 @@ fn raw_connect(address: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 
 /// A well-behaved client is still served: connect, echo, through `address`.
 async fn still_served(address: &SocketAddress, bound: &BoundSocket) -> io::Result<()> {
-    let (client, server) = tokio::join!(address.connect(), bounded("accept", bound.accept()));
-    let (mut client, mut server) = (client?, server??);
+    let (mut client, mut server) = connect_and_accept(address, bound).await?;
     client.send(b"still there?", &[]).await?;
     let got = server.recv().await?.ok_or_else(|| fail("closed"))?;
     ensure(&got.data[..] == b"still there?", "served after the attack")
@@ -224,34 +223,24 @@ fn a_holder_shutting_down_the_shared_address_ends_it_for_every_holder() {
             let (address, bound) = make_bound_socket()?;
             let mut queued = address.connect().await?;
             wait(start(TEST, how, address.as_fd(), None)?).await?;
-            let err = address
-                .connect()
-                .await
-                .err()
-                .ok_or_else(|| fail("connect after shutdown"))?;
-            ensure(
-                err.kind() == ErrorKind::ConnectionRefused,
-                format!("{how}: {err:?}"),
+            fails_with(
+                address.connect().await,
+                ErrorKind::ConnectionRefused,
+                &format!("{how}: connect after shutdown"),
             )?;
             let mut served = bounded("the queued request", bound.accept()).await??;
             queued.send(b"queued", &[]).await?;
             ensure(served.recv().await?.is_some(), "the queued request works")?;
-            let err = bounded("accept after shutdown", bound.accept())
-                .await?
-                .err()
-                .ok_or_else(|| fail("accepted"))?;
-            ensure(
-                err.kind() == ErrorKind::NotConnected,
-                format!("{how}: {err:?}"),
+            fails_with(
+                bounded("accept after shutdown", bound.accept()).await?,
+                ErrorKind::NotConnected,
+                &format!("{how}: accept after shutdown"),
             )?;
             // Nothing spins: every further accept fails at once, the same way.
-            let err = bounded("accept again", bound.accept())
-                .await?
-                .err()
-                .ok_or_else(|| fail("accepted"))?;
-            ensure(
-                err.kind() == ErrorKind::NotConnected,
-                format!("{how}: {err:?}"),
+            fails_with(
+                bounded("accept again", bound.accept()).await?,
+                ErrorKind::NotConnected,
+                &format!("{how}: accept again"),
             )?;
             // A minted address is a way back for well-behaved holders.
             let (_, fresh) = bound.mint_address()?;
@@ -315,19 +304,18 @@ fn a_peer_killed_mid_conversation_with_descriptors_queued_both_ways() {
         drop(received);
         // The peer died with our messages unread: Linux reports that once, as
         // ConnectionReset, then end of stream.
-        let err = bounded("recv after the kill", connection.recv())
-            .await?
-            .err()
-            .ok_or_else(|| fail("no reset reported"))?;
-        ensure(err.kind() == ErrorKind::ConnectionReset, format!("{err:?}"))?;
+        fails_with(
+            bounded("recv after the kill", connection.recv()).await?,
+            ErrorKind::ConnectionReset,
+            "recv after the kill",
+        )?;
         let end = bounded("recv after the reset", connection.recv()).await??;
         ensure(end.is_none(), "end of stream")?;
-        let err = connection
-            .send(b"anyone?", &[])
-            .await
-            .err()
-            .ok_or_else(|| fail("send to the dead"))?;
-        ensure(err.kind() == ErrorKind::BrokenPipe, format!("{err:?}"))?;
+        fails_with(
+            connection.send(b"anyone?", &[]).await,
+            ErrorKind::BrokenPipe,
+            "send to the dead",
+        )?;
         drop(connection);
         // The descriptors queued towards the dead peer were released: `run`
         // checks that this process's descriptor set is back to its baseline.
@@ -666,14 +654,10 @@ fn a_flood_of_100000_requests_from_several_processes_against_a_slow_acceptor() {
             grown < 32 << 20,
             format!("server memory grew by {grown} bytes over the flood"),
         )?;
-        let err = address
-            .connect()
-            .await
-            .err()
-            .ok_or_else(|| fail("connect through the revoked address"))?;
-        ensure(
-            err.kind() == ErrorKind::ConnectionRefused,
-            format!("{err:?}"),
+        fails_with(
+            address.connect().await,
+            ErrorKind::ConnectionRefused,
+            "connect through the revoked address",
         )?;
         let (_, fresh) = bound.mint_address()?;
         still_served(&fresh, &bound).await

@@ -7,7 +7,7 @@ use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use bytes::BytesMut;
-use common::{ensure, fail, inode, raw_pair, raw_send, run, Logs};
+use common::{ensure, fail, fails_with, inode, raw_pair, raw_send, run, Logs};
 use nix::sys::socket::{getsockopt, setsockopt, sockopt, SockType};
 use tokio_imc::{ConnectedSocket, MAX_FDS_PER_MESSAGE, MAX_RECV_SIZE};
 
@@ -41,12 +41,11 @@ fn up_to_253_descriptors_travel_and_254_are_refused_before_sending() {
         drop(got);
 
         let over: Vec<BorrowedFd<'_>> = vec![read_end.as_fd(); MAX_FDS_PER_MESSAGE + 1];
-        let err = a
-            .send(b"too many", &over)
-            .await
-            .err()
-            .ok_or_else(|| fail("254 sent"))?;
-        ensure(err.kind() == ErrorKind::InvalidInput, format!("{err:?}"))?;
+        let err = fails_with(
+            a.send(b"too many", &over).await,
+            ErrorKind::InvalidInput,
+            "254 sent",
+        )?;
         ensure(err.to_string().contains("253"), err.to_string())?;
         nothing_arrives(&mut b).await
     });
@@ -66,12 +65,11 @@ fn the_largest_record_travels_and_one_byte_more_is_refused_naming_the_limit() {
         )?;
 
         let over = vec![7u8; limit + 1];
-        let err = a
-            .send(&over, &[])
-            .await
-            .err()
-            .ok_or_else(|| fail("oversized record sent"))?;
-        ensure(err.kind() == ErrorKind::InvalidInput, format!("{err:?}"))?;
+        let err = fails_with(
+            a.send(&over, &[]).await,
+            ErrorKind::InvalidInput,
+            "oversized record sent",
+        )?;
         ensure(
             err.to_string().contains(&format!("{limit} bytes")),
             err.to_string(),
@@ -89,12 +87,11 @@ fn the_largest_record_travels_and_one_byte_more_is_refused_naming_the_limit() {
 fn an_empty_message_is_refused_but_descriptors_alone_travel() {
     run(|| async {
         let (mut a, mut b) = ConnectedSocket::pair()?;
-        let err = a
-            .send(b"", &[])
-            .await
-            .err()
-            .ok_or_else(|| fail("empty message sent"))?;
-        ensure(err.kind() == ErrorKind::InvalidInput, format!("{err:?}"))?;
+        fails_with(
+            a.send(b"", &[]).await,
+            ErrorKind::InvalidInput,
+            "empty message sent",
+        )?;
         let (read_end, _write_end) = common::pipe();
         a.send(b"", &[read_end.as_fd()]).await?;
         let got = b
@@ -166,12 +163,11 @@ fn a_record_longer_than_recv_takes_is_an_error_and_its_descriptors_are_closed() 
         )?;
         drop(write_end);
         raw_send(theirs.as_fd(), b"small", &[])?;
-        let err = ours
-            .recv()
-            .await
-            .err()
-            .ok_or_else(|| fail("truncated record accepted"))?;
-        ensure(err.kind() == ErrorKind::InvalidData, format!("{err:?}"))?;
+        let err = fails_with(
+            ours.recv().await,
+            ErrorKind::InvalidData,
+            "truncated record accepted",
+        )?;
         ensure(err.to_string().contains("2 descriptor"), err.to_string())?;
         // Both copies of the write end were closed: the pipe reads end-of-file.
         let mut byte = [0u8; 1];
@@ -308,12 +304,14 @@ fn a_record_longer_than_max_recv_size_is_an_error_on_every_receive_path() {
         let connection = recv.unsplit(send).map_err(|_| fail("unsplit"))?;
         let mut connection = tokio_imc::blocking::ConnectedSocket::from_async(connection);
         raw_send(theirs.as_fd(), &huge, &[])?;
-        let err = tokio::task::spawn_blocking(move || connection.recv())
-            .await
-            .map_err(io::Error::other)?
-            .err()
-            .ok_or_else(|| fail("blocking recv took a record over MAX_RECV_SIZE"))?;
-        ensure(err.kind() == ErrorKind::InvalidData, format!("{err:?}"))
+        fails_with(
+            tokio::task::spawn_blocking(move || connection.recv())
+                .await
+                .map_err(io::Error::other)?,
+            ErrorKind::InvalidData,
+            "blocking recv took a record over MAX_RECV_SIZE",
+        )
+        .map(drop)
     });
 }
 

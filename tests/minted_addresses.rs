@@ -8,19 +8,13 @@ use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
-use common::{bounded, ensure, fail, poll_once, raw_pair, raw_send, run};
+use common::{
+    bounded, connect_and_accept, ensure, fail, fails_with, poll_once, raw_pair, raw_send, run,
+};
 use nix::sys::socket::SockType;
 use tokio_imc::{
     blocking, make_bound_socket, AddressId, BoundSocket, ConnectedSocket, SocketAddress,
 };
-
-async fn connect_and_accept(
-    address: &SocketAddress,
-    bound: &BoundSocket,
-) -> io::Result<(ConnectedSocket, ConnectedSocket)> {
-    let (client, server) = tokio::join!(address.connect(), bounded("accept", bound.accept()));
-    Ok((client?, server??))
-}
 
 /// Accepts until a connection from `id` arrives; returns how many accepts it took.
 async fn accepts_until(bound: &BoundSocket, id: AddressId) -> io::Result<usize> {
@@ -106,20 +100,12 @@ fn revoking_refuses_later_connects_and_ends_queued_ones_only_for_that_address() 
                 .is_none(),
             "queued request ended",
         )?;
-        let err = a
-            .connect()
-            .await
-            .err()
-            .ok_or_else(|| fail("connect through a revoked address"))?;
-        ensure(
-            err.kind() == ErrorKind::ConnectionRefused,
-            format!("{err:?}"),
+        fails_with(
+            a.connect().await,
+            ErrorKind::ConnectionRefused,
+            "connect through a revoked address",
         )?;
-        let err = bound
-            .revoke(a_id)
-            .err()
-            .ok_or_else(|| fail("revoked twice"))?;
-        ensure(err.kind() == ErrorKind::NotFound, format!("{err:?}"))?;
+        fails_with(bound.revoke(a_id), ErrorKind::NotFound, "revoked twice")?;
 
         let (_client, server) = connect_and_accept(&b, &bound).await?;
         ensure(server.address_id() == Some(b_id), "b still served")?;
@@ -138,14 +124,10 @@ fn revoking_refuses_later_connects_and_ends_queued_ones_only_for_that_address() 
                 .is_none(),
             "queued on original ended",
         )?;
-        let err = original
-            .connect()
-            .await
-            .err()
-            .ok_or_else(|| fail("connect through the revoked original"))?;
-        ensure(
-            err.kind() == ErrorKind::ConnectionRefused,
-            format!("{err:?}"),
+        fails_with(
+            original.connect().await,
+            ErrorKind::ConnectionRefused,
+            "connect through the revoked original",
         )?;
         let (_client, server) = connect_and_accept(&b, &bound).await?;
         ensure(
@@ -155,11 +137,12 @@ fn revoking_refuses_later_connects_and_ends_queued_ones_only_for_that_address() 
 
         // With every address gone, accept says so.
         bound.revoke(b_id)?;
-        let err = bounded("accept with nothing left", bound.accept())
-            .await?
-            .err()
-            .ok_or_else(|| fail("accepted"))?;
-        ensure(err.kind() == ErrorKind::NotConnected, format!("{err:?}"))
+        fails_with(
+            bounded("accept with nothing left", bound.accept()).await?,
+            ErrorKind::NotConnected,
+            "accepted",
+        )
+        .map(drop)
     });
 }
 
@@ -169,11 +152,11 @@ fn revoking_the_original_before_minting_works_in_plain_mode() {
         let (original, bound) = make_bound_socket()?;
         let _queued = original.connect().await?;
         bound.revoke(bound.address_id())?;
-        let err = bounded("accept", bound.accept())
-            .await?
-            .err()
-            .ok_or_else(|| fail("revoked request accepted"))?;
-        ensure(err.kind() == ErrorKind::NotConnected, format!("{err:?}"))?;
+        fails_with(
+            bounded("accept", bound.accept()).await?,
+            ErrorKind::NotConnected,
+            "revoked request accepted",
+        )?;
         let (id, minted) = bound.mint_address()?;
         let (_client, server) = connect_and_accept(&minted, &bound).await?;
         ensure(
@@ -221,14 +204,10 @@ fn a_holder_that_shuts_down_floods_or_sends_garbage_hurts_only_its_own_address()
         // Shutdown of the bad address by its holder: only that address ends.
         nix::sys::socket::shutdown(bad.as_raw_fd(), nix::sys::socket::Shutdown::Both)
             .map_err(io::Error::from)?;
-        let err = bad
-            .connect()
-            .await
-            .err()
-            .ok_or_else(|| fail("connect through a shut-down address"))?;
-        ensure(
-            err.kind() == ErrorKind::ConnectionRefused,
-            format!("{err:?}"),
+        fails_with(
+            bad.connect().await,
+            ErrorKind::ConnectionRefused,
+            "connect through a shut-down address",
         )?;
         drop(flood);
         for _ in 0..3 {
@@ -291,14 +270,10 @@ fn thousands_of_minted_addresses_and_dropping_the_bound_socket_revokes_all() {
             "queued request ended with the bound socket",
         )?;
         for (_, address) in minted.iter().step_by(500) {
-            let err = address
-                .connect()
-                .await
-                .err()
-                .ok_or_else(|| fail("connect after the bound socket dropped"))?;
-            ensure(
-                err.kind() == ErrorKind::ConnectionRefused,
-                format!("{err:?}"),
+            fails_with(
+                address.connect().await,
+                ErrorKind::ConnectionRefused,
+                "connect after the bound socket dropped",
             )?;
         }
         Ok(())

@@ -8,7 +8,7 @@ mod common;
 use std::io::{self, ErrorKind, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use common::{ensure, fail, inode, raw_pair, raw_send, run};
+use common::{ensure, fail, fails_with, inode, raw_pair, raw_send, run};
 use nix::sys::socket::SockType;
 use tokio_imc::nacl::{Connection, Descriptor, MAX_DATA, MAX_DESCRIPTORS};
 use tokio_imc::{make_bound_socket, ConnectedSocket};
@@ -139,18 +139,16 @@ fn nacls_limits_are_refused_before_sending() {
                 })
             })
             .collect::<io::Result<_>>()?;
-        let err = a
-            .send(b"x", &nine)
-            .await
-            .err()
-            .ok_or_else(|| fail("nine sent"))?;
-        ensure(err.kind() == ErrorKind::InvalidInput, format!("{err:?}"))?;
-        let err = a
-            .send(&vec![0; MAX_DATA + 1], &[])
-            .await
-            .err()
-            .ok_or_else(|| fail("128 KiB + 1 sent"))?;
-        ensure(err.kind() == ErrorKind::InvalidInput, format!("{err:?}"))?;
+        fails_with(
+            a.send(b"x", &nine).await,
+            ErrorKind::InvalidInput,
+            "nine sent",
+        )?;
+        fails_with(
+            a.send(&vec![0; MAX_DATA + 1], &[]).await,
+            ErrorKind::InvalidInput,
+            "128 KiB + 1 sent",
+        )?;
         // Nothing was sent; the limits themselves pass.
         a.send(&vec![7; MAX_DATA], &nine[..MAX_DESCRIPTORS]).await?;
         let message = b.recv().await?.ok_or_else(|| fail("closed"))?;
@@ -277,12 +275,11 @@ fn every_malformed_record_is_an_error_and_closes_every_descriptor() {
         let (read_end, write_end) = common::pipe();
         raw_send(theirs.as_fd(), &record, &[write_end.as_fd()])?;
         drop(write_end);
-        let err = ours
-            .recv()
-            .await
-            .err()
-            .ok_or_else(|| fail("a pipe taken for an address"))?;
-        ensure(err.kind() == ErrorKind::InvalidData, format!("{err:?}"))?;
+        fails_with(
+            ours.recv().await,
+            ErrorKind::InvalidData,
+            "a pipe taken for an address",
+        )?;
         ensure(all_write_ends_closed(read_end)?, "the pipe was closed")?;
         // The connection still works.
         let bare_header = [0x01, 0xde, 0xc0, 0xd3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];

@@ -22,7 +22,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::{bounded, ensure, fail, run_multi_thread};
+use common::{bounded, ensure, fail, fails_with, run_multi_thread};
 use tokio_imc::{make_bound_socket, AddressId, BoundSocket, ConnectedSocket, SocketAddress};
 
 const ROUNDS: usize = 2000;
@@ -97,14 +97,10 @@ async fn round(
     bound.revoke(revoked)?;
     revoke_returned.store(true, Ordering::SeqCst);
     // The revoked address refuses from now on.
-    let refused = address
-        .connect()
-        .await
-        .err()
-        .ok_or_else(|| fail("connect through a revoked address succeeded"))?;
-    ensure(
-        refused.kind() == io::ErrorKind::ConnectionRefused,
-        format!("{refused:?}"),
+    fails_with(
+        address.connect().await,
+        io::ErrorKind::ConnectionRefused,
+        "connect through a revoked address succeeded",
     )?;
     let _stops = [stop.connect().await?, stop.connect().await?];
     let mut kept = Vec::new();

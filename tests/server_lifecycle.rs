@@ -6,7 +6,8 @@ use std::io::{self, ErrorKind};
 use std::task::Poll;
 
 use common::{
-    bounded, child, child_main, child_role, ensure, expect_success, fail, poll_once, run,
+    bounded, child, child_main, child_role, ensure, expect_success, fail, fails_with, poll_once,
+    run,
 };
 use tokio_imc::{make_bound_socket, ConnectedSocket, SocketAddress};
 
@@ -33,14 +34,10 @@ async fn fill_queue(address: &SocketAddress) -> io::Result<Vec<ConnectedSocket>>
 async fn refused_and_broken_pipe() -> io::Result<()> {
     let (address, bound) = make_bound_socket()?;
     drop(bound);
-    let err = address
-        .connect()
-        .await
-        .err()
-        .ok_or_else(|| fail("connect succeeded"))?;
-    ensure(
-        err.kind() == ErrorKind::ConnectionRefused,
-        format!("{err:?}"),
+    let err = fails_with(
+        address.connect().await,
+        ErrorKind::ConnectionRefused,
+        "connect succeeded",
     )?;
     ensure(
         err.to_string().contains("leads to no server"),
@@ -48,12 +45,12 @@ async fn refused_and_broken_pipe() -> io::Result<()> {
     )?;
     let (mut a, b) = ConnectedSocket::pair()?;
     drop(b);
-    let err = a
-        .send(b"x", &[])
-        .await
-        .err()
-        .ok_or_else(|| fail("send succeeded"))?;
-    ensure(err.kind() == ErrorKind::BrokenPipe, format!("{err:?}"))
+    fails_with(
+        a.send(b"x", &[]).await,
+        ErrorKind::BrokenPipe,
+        "send succeeded",
+    )
+    .map(drop)
 }
 
 #[test]
@@ -100,12 +97,11 @@ fn queued_clients_see_their_connection_end_when_the_server_drops() {
             let got = bounded("recv on an orphaned connection", connection.recv()).await??;
             ensure(got.is_none(), "recv reports end of stream")?;
             // send: broken pipe, no SIGPIPE.
-            let err = connection
-                .send(b"anyone?", &[])
-                .await
-                .err()
-                .ok_or_else(|| fail("send succeeded"))?;
-            ensure(err.kind() == ErrorKind::BrokenPipe, format!("{err:?}"))?;
+            fails_with(
+                connection.send(b"anyone?", &[]).await,
+                ErrorKind::BrokenPipe,
+                "send succeeded",
+            )?;
         }
         Ok(())
     });
@@ -122,11 +118,11 @@ fn accept_with_no_address_left_fails_at_once_and_keeps_failing() {
         client.send(b"still here", &[]).await?;
         ensure(server.recv().await?.is_some(), "queued connection works")?;
         for _ in 0..3 {
-            let err = bounded("accept with no address", bound.accept())
-                .await?
-                .err()
-                .ok_or_else(|| fail("accept succeeded"))?;
-            ensure(err.kind() == ErrorKind::NotConnected, format!("{err:?}"))?;
+            let err = fails_with(
+                bounded("accept with no address", bound.accept()).await?,
+                ErrorKind::NotConnected,
+                "accept succeeded",
+            )?;
             ensure(
                 err.to_string().contains("every SocketAddress"),
                 err.to_string(),

@@ -1,16 +1,16 @@
 //! [`ConnectedSocket`], blocking.
 
 use std::io;
-use std::net::Shutdown;
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::Duration;
 
 use bytes::BytesMut;
-use std::time::Duration;
 
 use super::conversions::blocking_wrapper;
 use super::runtime::{block_on, block_on_timeout};
 use super::split::{RecvHalf, SendHalf};
-use crate::{AddressId, Credentials, Message};
+use crate::shared_impls::connection_queries;
+use crate::Message;
 
 /// The blocking twin of [`crate::ConnectedSocket`].
 pub struct ConnectedSocket {
@@ -18,6 +18,7 @@ pub struct ConnectedSocket {
 }
 
 blocking_wrapper!(ConnectedSocket, crate::ConnectedSocket);
+connection_queries!(ConnectedSocket, |connection| connection.inner.address_id());
 
 impl ConnectedSocket {
     /// Creates a connected pair.
@@ -30,6 +31,17 @@ impl ConnectedSocket {
     /// socket's buffer is full.
     pub fn send(&mut self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         block_on("send", self.inner.send(data, fds))?
+    }
+
+    /// As [`send`](Self::send), failing with `TimedOut` after `limit`; a timed-out
+    /// send sent nothing.
+    pub fn send_timeout(
+        &mut self,
+        data: &[u8],
+        fds: &[BorrowedFd<'_>],
+        limit: Duration,
+    ) -> io::Result<()> {
+        block_on_timeout("send", limit, self.inner.send(data, fds))
     }
 
     /// Receives one record, or `None` at end-of-stream; see
@@ -53,22 +65,6 @@ impl ConnectedSocket {
         fds: &mut Vec<OwnedFd>,
     ) -> io::Result<Option<usize>> {
         block_on("recv_into", self.inner.recv_into(data, fds))?
-    }
-
-    /// The address an accepted connection came through; see
-    /// [`crate::ConnectedSocket::address_id`].
-    pub fn address_id(&self) -> Option<AddressId> {
-        self.inner.address_id()
-    }
-
-    /// See [`crate::ConnectedSocket::peer_credentials`].
-    pub fn peer_credentials(&self) -> io::Result<Credentials> {
-        self.inner.peer_credentials()
-    }
-
-    /// See [`crate::ConnectedSocket::shutdown`].
-    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.inner.shutdown(how)
     }
 
     /// Splits the connection into halves that work through `&self`, for one
@@ -103,5 +99,15 @@ impl ConnectedSocket {
     pub fn from_env_named(name: &str) -> io::Result<ConnectedSocket> {
         let inner = crate::ConnectedSocket::from_env_named(name)?;
         Ok(ConnectedSocket { inner })
+    }
+}
+
+impl RecvHalf {
+    /// Puts the connection back together; see [`crate::RecvHalf::unsplit`].
+    pub fn unsplit(self, send: SendHalf) -> Result<ConnectedSocket, (RecvHalf, SendHalf)> {
+        match self.inner.unsplit(send.inner) {
+            Ok(inner) => Ok(ConnectedSocket { inner }),
+            Err((recv, send)) => Err((RecvHalf { inner: recv }, SendHalf { inner: send })),
+        }
     }
 }

@@ -1,37 +1,15 @@
 //! The conversions every blocking type shares with its async twin.
 
-/// Implements `Debug`, `AsFd` and `AsRawFd` for a blocking type
-/// `$blocking { inner }` whose `inner` has a descriptor.
-macro_rules! blocking_fd {
-    ($blocking:ident) => {
-        impl std::fmt::Debug for $blocking {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.debug_struct(concat!("blocking::", stringify!($blocking)))
-                    .field("fd", &std::os::fd::AsRawFd::as_raw_fd(&self.inner))
-                    .finish()
-            }
-        }
-
-        impl std::os::fd::AsFd for $blocking {
-            fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-                self.inner.as_fd()
-            }
-        }
-
-        impl std::os::fd::AsRawFd for $blocking {
-            fn as_raw_fd(&self) -> std::os::fd::RawFd {
-                self.inner.as_raw_fd()
-            }
-        }
-    };
-}
-
-/// Implements [`blocking_fd`]'s traits and `From<$blocking> for OwnedFd`,
+/// Implements `Debug`, `AsFd`, `AsRawFd`, `From<$blocking> for OwnedFd`,
 /// `TryFrom<OwnedFd>`, `into_async` and `from_async` for a blocking wrapper
 /// `$blocking { inner: $async }`.
 macro_rules! blocking_wrapper {
     ($blocking:ident, $async:ty) => {
-        $crate::blocking::conversions::blocking_fd!($blocking);
+        $crate::shared_impls::fd_traits!(
+            $blocking,
+            concat!("blocking::", stringify!($blocking)),
+            |this| std::os::fd::AsFd::as_fd(&this.inner)
+        );
 
         impl From<$blocking> for std::os::fd::OwnedFd {
             fn from(value: $blocking) -> std::os::fd::OwnedFd {
@@ -71,4 +49,4 @@ macro_rules! blocking_wrapper {
     };
 }
 
-pub(crate) use {blocking_fd, blocking_wrapper};
+pub(crate) use blocking_wrapper;

@@ -1,14 +1,15 @@
-//! The halves of a split blocking [`ConnectedSocket`](super::ConnectedSocket).
+//! The halves of a split blocking [`ConnectedSocket`](super::ConnectedSocket)
+//! (`unsplit` lives with `ConnectedSocket`, so this file does not depend on it).
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
-
-use bytes::BytesMut;
 use std::time::Duration;
 
-use super::conversions::blocking_fd;
+use bytes::BytesMut;
+
 use super::runtime::{block_on, block_on_timeout};
-use crate::{AddressId, Credentials, Message};
+use crate::shared_impls::{connection_queries, fd_traits};
+use crate::Message;
 
 /// The blocking twin of [`crate::RecvHalf`]: receives through `&self`, so one
 /// thread can receive while others send.
@@ -44,14 +45,6 @@ impl RecvHalf {
     ) -> io::Result<Option<usize>> {
         block_on("recv_into", self.inner.recv_into(data, fds))?
     }
-
-    /// Puts the connection back together; see [`crate::RecvHalf::unsplit`].
-    pub fn unsplit(self, send: SendHalf) -> Result<super::ConnectedSocket, (RecvHalf, SendHalf)> {
-        match self.inner.unsplit(send.inner) {
-            Ok(inner) => Ok(super::ConnectedSocket { inner }),
-            Err((recv, send)) => Err((RecvHalf { inner: recv }, SendHalf { inner: send })),
-        }
-    }
 }
 
 impl SendHalf {
@@ -60,32 +53,20 @@ impl SendHalf {
     pub fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         block_on("send", self.inner.send(data, fds))?
     }
+
+    /// As [`send`](Self::send), failing with `TimedOut` after `limit`; a timed-out
+    /// send sent nothing.
+    pub fn send_timeout(
+        &self,
+        data: &[u8],
+        fds: &[BorrowedFd<'_>],
+        limit: Duration,
+    ) -> io::Result<()> {
+        block_on_timeout("send", limit, self.inner.send(data, fds))
+    }
 }
 
-/// What both halves offer alike, as the async halves do.
-macro_rules! half_common {
-    ($half:ident) => {
-        impl $half {
-            /// See [`crate::ConnectedSocket::address_id`].
-            pub fn address_id(&self) -> Option<AddressId> {
-                self.inner.address_id()
-            }
-
-            /// See [`crate::ConnectedSocket::peer_credentials`].
-            pub fn peer_credentials(&self) -> io::Result<Credentials> {
-                self.inner.peer_credentials()
-            }
-
-            /// Shuts down one or both directions of the whole connection; see
-            /// [`crate::ConnectedSocket::shutdown`].
-            pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
-                self.inner.shutdown(how)
-            }
-        }
-
-        blocking_fd!($half);
-    };
-}
-
-half_common!(RecvHalf);
-half_common!(SendHalf);
+fd_traits!(RecvHalf, "blocking::RecvHalf", |half| half.inner.as_fd());
+fd_traits!(SendHalf, "blocking::SendHalf", |half| half.inner.as_fd());
+connection_queries!(RecvHalf, |half| half.inner.address_id());
+connection_queries!(SendHalf, |half| half.inner.address_id());

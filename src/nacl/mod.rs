@@ -73,8 +73,8 @@ pub enum Descriptor {
     ///
     /// One received this way was made by the peer, which may keep a duplicate
     /// and change its flags: keep it a [`ConnectedSocket`] (whose calls never
-    /// depend on them) and do not hand it to
-    /// [`into_seqpacket`](ConnectedSocket::into_seqpacket), which refuses
+    /// depend on them) and do not hand it to `ConnectedSocket::into_seqpacket`
+    /// (feature `tokio-seqpacket`), which refuses
     /// accepted connections for that reason but cannot tell this one from a
     /// socket of your own.
     Socket(ConnectedSocket),

@@ -214,11 +214,37 @@ pub fn ensure(condition: bool, message: impl Into<String>) -> io::Result<()> {
     }
 }
 
+/// `result` must fail with `kind`; returns the error for further checks on its
+/// message. `what` names the operation that should have failed.
+pub fn fails_with<T>(
+    result: io::Result<T>,
+    kind: io::ErrorKind,
+    what: &str,
+) -> io::Result<io::Error> {
+    match result {
+        Ok(_) => Err(fail(format!("{what} succeeded, expected {kind:?}"))),
+        Err(err) if err.kind() == kind => Ok(err),
+        Err(err) => Err(fail(format!(
+            "{what} failed with {err:?}, expected {kind:?}"
+        ))),
+    }
+}
+
 /// Applies `HANG` to a future inside a test.
 pub async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> io::Result<T> {
     tokio::time::timeout(HANG, future)
         .await
         .map_err(|_| fail(format!("{what} hung")))
+}
+
+/// Connects through `address` while `bound` accepts (the accept bounded by
+/// [`HANG`]): the client's end and the server's.
+pub async fn connect_and_accept(
+    address: &tokio_imc::SocketAddress,
+    bound: &tokio_imc::BoundSocket,
+) -> io::Result<(tokio_imc::ConnectedSocket, tokio_imc::ConnectedSocket)> {
+    let (client, server) = tokio::join!(address.connect(), bounded("accept", bound.accept()));
+    Ok((client?, server??))
 }
 
 /// Reports on the terminal that `test` was skipped, and why. Written to stderr

@@ -1,19 +1,20 @@
-//! Sending and receiving records on a connection, whichever way it waits (see
-//! [`Wait`]): the one implementation behind [`ConnectedSocket`](crate::ConnectedSocket)
-//! and its split halves.
+//! The message engine: sending and receiving records on a connection, whichever
+//! way it waits (see [`Reactive`]): the one implementation behind
+//! [`ConnectedSocket`](crate::ConnectedSocket) and its split halves, with the
+//! receive-size policy (where each record lands, and how much memory it keeps).
 
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use bytes::{Bytes, BytesMut};
-use nix::sys::socket::{getsockopt, sockopt};
 use tokio::io::Interest;
 
 use crate::ancillary::{too_many_fds, MAX_FDS_PER_MESSAGE};
 use crate::peer_warning::peer_warn;
-use crate::sys::{self, Received};
-use crate::wait::Wait;
+use crate::sys::msg::{self, Received};
+use crate::sys::reactor::Reactive;
+use crate::sys::socket;
 use crate::Message;
 
 /// The largest record `recv` takes. Above the largest a peer without
@@ -40,13 +41,13 @@ const SMALL: usize = 2048;
 
 /// Sends one record (see [`ConnectedSocket::send`](crate::ConnectedSocket::send)).
 pub(crate) async fn send(
-    io: &mut impl Wait,
+    io: &mut impl Reactive,
     data: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<()> {
     check_sendable(data, fds)?;
     match io
-        .io(Interest::WRITABLE, |fd| sys::send_msg(fd, data, fds))
+        .io(Interest::WRITABLE, |fd| msg::send_msg(fd, data, fds))
         .await
     {
         Ok(_) => Ok(()),
@@ -56,7 +57,7 @@ pub(crate) async fn send(
 
 /// Receives one record as a [`Message`] (see
 /// [`ConnectedSocket::recv`](crate::ConnectedSocket::recv)).
-pub(crate) async fn recv(io: &mut impl Wait) -> io::Result<Option<Message>> {
+pub(crate) async fn recv(io: &mut impl Reactive) -> io::Result<Option<Message>> {
     loop {
         let (received, data) = io.io(Interest::READABLE, receive_owned).await?;
         match judge(io.fd()?, received)? {
@@ -97,15 +98,15 @@ fn receive_new(fd: BorrowedFd<'_>) -> io::Result<(Received, BytesMut)> {
 }
 
 /// One `recvmsg`, appending the record's bytes to `data` (see
-/// `sys::recv_appending`), with this thread's spill buffer.
+/// `msg::recv_appending`), with this thread's spill buffer.
 fn receive_appending(fd: BorrowedFd<'_>, data: &mut BytesMut) -> io::Result<Received> {
-    SPILL.with(|spill| sys::recv_appending(fd, data, &mut spill.borrow_mut(), MAX_RECV_SIZE))
+    SPILL.with(|spill| msg::recv_appending(fd, data, &mut spill.borrow_mut(), MAX_RECV_SIZE))
 }
 
 /// Receives one record into caller-owned buffers (see
 /// [`ConnectedSocket::recv_into`](crate::ConnectedSocket::recv_into)).
 pub(crate) async fn recv_into(
-    io: &mut impl Wait,
+    io: &mut impl Reactive,
     data: &mut BytesMut,
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<Option<usize>> {
@@ -172,7 +173,7 @@ fn judge(fd: BorrowedFd<'_>, received: Received) -> io::Result<Judged> {
     }
     // End-of-stream reads as an empty record; a peer that sent an empty record
     // and hung up may still have records queued behind it.
-    if sys::read_hung_up(fd)? && !sys::record_queued(fd)? {
+    if socket::read_hung_up(fd)? && !msg::record_queued(fd)? {
         return Ok(Judged::End);
     }
     peer_warn!(
@@ -183,13 +184,11 @@ fn judge(fd: BorrowedFd<'_>, received: Received) -> io::Result<Judged> {
 }
 
 /// Names the limit an oversized record broke.
-fn send_error(io: &impl Wait, err: io::Error, len: usize) -> io::Error {
+fn send_error(io: &impl Reactive, err: io::Error, len: usize) -> io::Error {
     if err.raw_os_error() != Some(nix::libc::EMSGSIZE) {
         return err;
     }
-    let sndbuf = io
-        .fd()
-        .and_then(|fd| getsockopt(&fd, sockopt::SndBuf).map_err(io::Error::from));
+    let sndbuf = io.fd().and_then(socket::send_buffer_size);
     let limit = sndbuf.map_or_else(
         |_| "SO_SNDBUF minus 32".to_string(),
         |sndbuf| format!("{} bytes: SO_SNDBUF minus 32", sndbuf.saturating_sub(32)),
@@ -232,13 +231,13 @@ mod tests {
     }
 
     fn pair() -> (OwnedFd, OwnedFd) {
-        crate::connection::seqpacket_pair().expect("a socket pair")
+        socket::pair(nix::sys::socket::SockType::SeqPacket).expect("a socket pair")
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
-        /// `sys::recv_appending` against a model, over limits, buffer shapes,
+        /// `msg::recv_appending` against a model, over limits, buffer shapes,
         /// dirty spill buffers and records shorter and longer than the limit.
         #[test]
         fn appending_matches_the_model(
@@ -257,8 +256,8 @@ mod tests {
             let mut spill = payload(77, spill_len);
             for (n, &len) in lens.iter().enumerate() {
                 let sent = payload(n, len);
-                sys::send_msg(a.as_fd(), &sent, &[]).expect("send");
-                let received = sys::recv_appending(b.as_fd(), &mut buf, &mut spill, limit)
+                msg::send_msg(a.as_fd(), &sent, &[]).expect("send");
+                let received = msg::recv_appending(b.as_fd(), &mut buf, &mut spill, limit)
                     .expect("recv");
                 let kept = len.min(limit);
                 prop_assert_eq!(received.data_truncated, len > limit);
@@ -282,7 +281,7 @@ mod tests {
             let (a, b) = pair();
             for (n, &len) in lens.iter().enumerate() {
                 let sent = payload(n, len);
-                sys::send_msg(a.as_fd(), &sent, &[]).expect("send");
+                msg::send_msg(a.as_fd(), &sent, &[]).expect("send");
                 let (received, data) = receive_new(b.as_fd()).expect("recv");
                 prop_assert_eq!(received.len, len);
                 prop_assert!(data[..] == sent[..], "record {} of {} bytes", n, len);
@@ -297,10 +296,10 @@ mod tests {
     #[test]
     fn small_records_after_a_large_one_keep_their_own_size() {
         let (a, b) = pair();
-        sys::send_msg(a.as_fd(), &payload(0, 200_000), &[]).expect("send");
+        msg::send_msg(a.as_fd(), &payload(0, 200_000), &[]).expect("send");
         receive_new(b.as_fd()).expect("recv");
         for n in 0..100 {
-            sys::send_msg(a.as_fd(), &payload(n, 16), &[]).expect("send");
+            msg::send_msg(a.as_fd(), &payload(n, 16), &[]).expect("send");
             let (_, data) = receive_new(b.as_fd()).expect("recv");
             // The promise, not an allocator detail: at most twice the length.
             assert!(

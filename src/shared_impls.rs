@@ -1,0 +1,67 @@
+//! Impls that several public types share, written once: the descriptor traits,
+//! and the queries every connection-like type answers alike.
+
+/// Implements `Debug` (as `$name { fd }`), `AsFd` and `AsRawFd` for `$type`, whose
+/// descriptor is `$fd` (an expression of `$this: &$type` giving a `BorrowedFd`).
+macro_rules! fd_traits {
+    ($type:ty, $name:expr, |$this:ident| $fd:expr) => {
+        impl std::fmt::Debug for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct($name)
+                    .field("fd", &std::os::fd::AsRawFd::as_raw_fd(self))
+                    .finish()
+            }
+        }
+
+        impl std::os::fd::AsFd for $type {
+            fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                let $this = self;
+                $fd
+            }
+        }
+
+        impl std::os::fd::AsRawFd for $type {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(self))
+            }
+        }
+    };
+}
+
+/// Implements `address_id`, `peer_credentials` and `shutdown` for a half (or a
+/// blocking twin) of a connection: `$type` implements `AsFd`, and `$id` (an
+/// expression of `$this: &$type`) is its address id.
+macro_rules! connection_queries {
+    ($type:ty, |$this:ident| $id:expr) => {
+        impl $type {
+            /// The address the connection was accepted through; see
+            /// [`ConnectedSocket::address_id`](crate::ConnectedSocket::address_id).
+            pub fn address_id(&self) -> Option<$crate::AddressId> {
+                let $this = self;
+                $id
+            }
+
+            /// The credentials of the peer's creator; see
+            /// [`ConnectedSocket::peer_credentials`](crate::ConnectedSocket::peer_credentials).
+            ///
+            /// # Errors
+            ///
+            /// As [`ConnectedSocket::peer_credentials`](crate::ConnectedSocket::peer_credentials).
+            pub fn peer_credentials(&self) -> std::io::Result<$crate::Credentials> {
+                $crate::Credentials::of_peer(std::os::fd::AsFd::as_fd(self))
+            }
+
+            /// Shuts down one or both directions of the whole connection; see
+            /// [`ConnectedSocket::shutdown`](crate::ConnectedSocket::shutdown).
+            ///
+            /// # Errors
+            ///
+            /// As [`ConnectedSocket::shutdown`](crate::ConnectedSocket::shutdown).
+            pub fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
+                $crate::sys::socket::shutdown(std::os::fd::AsFd::as_fd(self), how)
+            }
+        }
+    };
+}
+
+pub(crate) use {connection_queries, fd_traits};

@@ -1,0 +1,384 @@
+//! Waiting: every operation is tried directly first, and its descriptor is
+//! registered with Tokio's reactor only once something would block.
+//!
+//! Most connections exchange a few records and close without ever waiting, and
+//! then never pay for `epoll_ctl(ADD)`/`epoll_ctl(DEL)` or a reactor turn. The
+//! one primitive is [`Reactive::io`]; it has two holders:
+//!
+//! - [`ExclusiveIo`], for objects used through `&mut` (a `ConnectedSocket`): 32
+//!   bytes, the size of Tokio's `AsyncFd` (and of a `tokio::net::UnixStream`),
+//!   because the unregistered state fits in the registered one's niche.
+//!   Registering replaces the state, hence `&mut`.
+//! - [`SharedIo`], for objects used through `&` by many tasks at once (bound
+//!   sockets, addresses, the halves of a split connection): the registration sits
+//!   in a synchronised cell beside the owner.
+//!
+//! Registering is `unsafe` (Tokio watches a descriptor *number*, which must stay
+//! open and the same for the registration's life). That is promised by
+//! [`OwnsFd`], and every type that implements it is defined in this file, with
+//! private fields, so that the promise can be checked here and nowhere else.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// Fails with a message naming `what` when called outside a Tokio runtime, where
+/// registering would panic.
+pub(crate) fn require_runtime(what: &str) -> io::Result<()> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(io::Error::other(format!(
+            "{what} needs a Tokio runtime with IO enabled (outside one, use tokio_imc::blocking)"
+        ))),
+    }
+}
+
+/// Types that own exactly one open descriptor for as long as they live, and always
+/// report it from `as_fd`/`as_raw_fd`: what this module registers.
+///
+/// # Safety
+///
+/// The reactor watches the number `as_raw_fd` returns and relies on it staying
+/// open, and the same, until the owner is dropped or taken back out. An
+/// implementation that returned another descriptor, or let it be closed or
+/// replaced through `&self`, would leave the reactor watching a number that may be
+/// reused.
+pub(crate) unsafe trait OwnsFd: AsFd + AsRawFd {}
+
+// SAFETY: an `OwnedFd` closes its descriptor only when dropped and never changes it.
+unsafe impl OwnsFd for OwnedFd {}
+
+/// A connection's socket and a small label (the address it came through): with a
+/// 4-byte label, 8 bytes.
+#[derive(Debug)]
+pub(crate) struct Endpoint<L> {
+    /// Private, set once in `new` and moved out only by `into_fd`, which consumes
+    /// the endpoint: what `OwnsFd` below relies on.
+    fd: OwnedFd,
+    /// Free to change: the reactor does not look at it.
+    pub(crate) label: L,
+}
+
+impl<L> Endpoint<L> {
+    pub(crate) fn new(fd: OwnedFd, label: L) -> Self {
+        Endpoint { fd, label }
+    }
+
+    pub(crate) fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+}
+
+impl<L> AsFd for Endpoint<L> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl<L> AsRawFd for Endpoint<L> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+// SAFETY: the descriptor is a private field (above), never replaced, and leaves
+// only by consuming the endpoint; `as_fd`/`as_raw_fd` always report it.
+unsafe impl<L> OwnsFd for Endpoint<L> {}
+
+/// A private epoll instance whose members are level-triggered, owning its
+/// descriptor; registered with Tokio as one descriptor.
+#[derive(Debug)]
+pub(crate) struct EpollSet {
+    /// Private and never replaced: what `OwnsFd` below relies on.
+    epoll: Epoll,
+}
+
+impl EpollSet {
+    /// `epoll_create1(EPOLL_CLOEXEC)`.
+    pub(crate) fn new() -> io::Result<Self> {
+        Ok(EpollSet {
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+        })
+    }
+
+    /// Watches `fd` for readability, reported with `token`.
+    pub(crate) fn add(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let event = EpollEvent::new(EpollFlags::EPOLLIN, token);
+        self.epoll.add(fd, event).map_err(io::Error::from)
+    }
+
+    /// Stops watching `fd`.
+    pub(crate) fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.epoll.delete(fd).map_err(io::Error::from)
+    }
+
+    /// The token of one ready member, without waiting. The kernel moves a
+    /// reported member to the back of its ready list, so ready members are
+    /// reported in turn.
+    pub(crate) fn next_ready(&self) -> io::Result<Option<u64>> {
+        let mut events = [EpollEvent::empty()];
+        let ready = self.epoll.wait(&mut events, EpollTimeout::ZERO)?;
+        Ok((ready > 0).then(|| events[0].data()))
+    }
+}
+
+impl AsFd for EpollSet {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.0.as_fd()
+    }
+}
+
+impl AsRawFd for EpollSet {
+    fn as_raw_fd(&self) -> RawFd {
+        self.epoll.0.as_raw_fd()
+    }
+}
+
+// SAFETY: the epoll instance's `OwnedFd` is a private field never replaced, and
+// `as_fd`/`as_raw_fd` report it.
+unsafe impl OwnsFd for EpollSet {}
+
+/// Something that runs non-blocking operations on one descriptor until they do
+/// not block: the one "try first, register only if it would block" loop.
+pub(crate) trait Reactive {
+    /// What the reactor registration holds.
+    type Watched: AsRawFd;
+
+    /// The descriptor.
+    fn fd(&self) -> io::Result<BorrowedFd<'_>>;
+
+    /// Whether the descriptor is registered with a reactor yet.
+    fn is_registered(&self) -> bool;
+
+    /// The registration (made now, in the current runtime, if there is none yet)
+    /// and the descriptor.
+    fn registration(&mut self) -> io::Result<(&AsyncFd<Self::Watched>, BorrowedFd<'_>)>;
+
+    /// Runs `op` until it does not fail with `WouldBlock`: once directly while the
+    /// descriptor is not registered, then each time the reactor reports
+    /// `interest`. `op` runs only inside a poll of the returned future, and its
+    /// result is returned from that same poll, so dropping the future between
+    /// polls loses nothing that `op` took.
+    async fn io<R>(
+        &mut self,
+        interest: Interest,
+        mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        if !self.is_registered() {
+            match op(self.fd()?) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => return done,
+            }
+        }
+        let (registration, fd) = self.registration()?;
+        registration.async_io(interest, |_| op(fd)).await
+    }
+}
+
+/// An owner used through `&mut`, registered on first wait.
+#[derive(Debug)]
+pub(crate) struct ExclusiveIo<T: OwnsFd>(State<T>);
+
+/// Private: the crate never reaches an `AsyncFd` here mutably (no `get_mut`,
+/// `ready_mut`, `readable_mut`), so its owner cannot be replaced while registered.
+#[derive(Debug)]
+enum State<T: OwnsFd> {
+    /// Not registered: operations are tried directly, and no runtime is needed
+    /// until one would block.
+    Direct(T),
+    /// Registered with the reactor of the runtime it first waited in.
+    Registered(AsyncFd<T>),
+    /// Only while registering; left behind only if registering panicked (Tokio
+    /// panics when the runtime has IO disabled), and then the descriptor is gone.
+    Vacant,
+}
+
+impl<T: OwnsFd> ExclusiveIo<T> {
+    /// Wraps `owner`; nothing is registered yet, and no runtime is needed.
+    pub(crate) fn new(owner: T) -> Self {
+        ExclusiveIo(State::Direct(owner))
+    }
+
+    /// The owner, unless it was lost to a panic while registering.
+    pub(crate) fn get_ref(&self) -> io::Result<&T> {
+        match &self.0 {
+            State::Direct(owner) => Ok(owner),
+            State::Registered(registered) => Ok(registered.get_ref()),
+            State::Vacant => Err(vacant()),
+        }
+    }
+
+    /// The owner, deregistered if it was registered.
+    pub(crate) fn into_inner(self) -> io::Result<T> {
+        match self.0 {
+            State::Direct(owner) => Ok(owner),
+            State::Registered(registered) => Ok(registered.into_inner()),
+            State::Vacant => Err(vacant()),
+        }
+    }
+
+    /// The same owner, deregistered: it registers again, with whichever runtime
+    /// it next waits in. An owner lost to a panic stays lost.
+    pub(crate) fn unregistered(self) -> Self {
+        ExclusiveIo(self.into_inner().map_or(State::Vacant, State::Direct))
+    }
+}
+
+impl<T: OwnsFd> Reactive for ExclusiveIo<T> {
+    type Watched = T;
+
+    fn fd(&self) -> io::Result<BorrowedFd<'_>> {
+        Ok(self.get_ref()?.as_fd())
+    }
+
+    fn is_registered(&self) -> bool {
+        matches!(self.0, State::Registered(_))
+    }
+
+    fn registration(&mut self) -> io::Result<(&AsyncFd<T>, BorrowedFd<'_>)> {
+        if let State::Direct(_) = self.0 {
+            require_runtime("waiting on a tokio-imc connection")?;
+            let State::Direct(owner) = std::mem::replace(&mut self.0, State::Vacant) else {
+                unreachable!("checked to be Direct above");
+            };
+            // SAFETY: `T: OwnsFd`: the owner keeps its descriptor open, and the
+            // same, while it lives; it lives inside the `AsyncFd` until that is
+            // dropped or `into_inner` takes it back, and nothing reaches it
+            // mutably meanwhile (see `State`).
+            match unsafe { AsyncFd::register(owner) } {
+                Ok(registered) => self.0 = State::Registered(registered),
+                Err(failed) => {
+                    let (owner, err) = failed.into_parts();
+                    self.0 = State::Direct(owner);
+                    return Err(err);
+                }
+            }
+        }
+        match &self.0 {
+            State::Registered(registered) => Ok((registered, registered.get_ref().as_fd())),
+            _ => Err(vacant()),
+        }
+    }
+}
+
+fn vacant() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "this socket lost its descriptor when registering it with the reactor panicked",
+    )
+}
+
+/// The number of a descriptor that a [`SharedIo`] owns, as registered with Tokio.
+#[derive(Debug)]
+pub(crate) struct FdNumber(RawFd);
+
+impl AsRawFd for FdNumber {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Serialises first registrations, so two tasks cannot both add one descriptor
+/// to the reactor (the second `epoll_ctl` would fail with `EEXIST`).
+static REGISTERING: Mutex<()> = Mutex::new(());
+
+/// An owner used through `&` by any number of tasks, registered on first wait.
+#[derive(Debug)]
+pub(crate) struct SharedIo<T: OwnsFd> {
+    // Declared before `owner`: dropped, so deregistered, before the descriptor
+    // closes. `into_inner` keeps that order too.
+    registration: OnceLock<AsyncFd<FdNumber>>,
+    owner: T,
+}
+
+impl<T: OwnsFd> SharedIo<T> {
+    /// Wraps `owner`; nothing is registered yet, and no runtime is needed.
+    pub(crate) fn new(owner: T) -> Self {
+        SharedIo {
+            registration: OnceLock::new(),
+            owner,
+        }
+    }
+
+    /// The owner.
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.owner
+    }
+
+    /// The descriptor.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.owner.as_fd()
+    }
+
+    /// Deregisters (if registered) and returns the owner.
+    pub(crate) fn into_inner(self) -> T {
+        let SharedIo {
+            registration,
+            owner,
+        } = self;
+        drop(registration);
+        owner
+    }
+
+    /// The same owner, deregistered: it registers again, with whichever runtime
+    /// it next waits in.
+    pub(crate) fn unregistered(self) -> Self {
+        SharedIo::new(self.into_inner())
+    }
+
+    /// The registration, made on first use in the current runtime.
+    fn registered(&self) -> io::Result<&AsyncFd<FdNumber>> {
+        if let Some(registration) = self.registration.get() {
+            return Ok(registration);
+        }
+        require_runtime("waiting on a tokio-imc socket")?;
+        let _guard = REGISTERING.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(registration) = self.registration.get() {
+            return Ok(registration);
+        }
+        let number = FdNumber(self.owner.as_raw_fd());
+        // SAFETY: `number` is the descriptor `self.owner` owns (`T: OwnsFd`: open,
+        // and the same, while the owner lives). The registration is stored in
+        // `self` next to the owner and is dropped before it (field order, and
+        // `into_inner`), so it never outlives the descriptor.
+        let registration = unsafe { AsyncFd::register(number) }.map_err(io::Error::from)?;
+        let _ = self.registration.set(registration);
+        self.registration
+            .get()
+            .ok_or_else(|| io::Error::other("the reactor registration could not be stored"))
+    }
+}
+
+impl<T: OwnsFd> Reactive for &SharedIo<T> {
+    type Watched = FdNumber;
+
+    fn fd(&self) -> io::Result<BorrowedFd<'_>> {
+        Ok(SharedIo::fd(self))
+    }
+
+    fn is_registered(&self) -> bool {
+        self.registration.get().is_some()
+    }
+
+    fn registration(&mut self) -> io::Result<(&AsyncFd<FdNumber>, BorrowedFd<'_>)> {
+        Ok((self.registered()?, SharedIo::fd(self)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use super::*;
+
+    #[test]
+    fn a_connection_is_no_larger_than_a_tokio_unix_stream() {
+        type Connection = ExclusiveIo<Endpoint<Option<NonZeroU32>>>;
+        assert!(std::mem::size_of::<Connection>() <= std::mem::size_of::<tokio::net::UnixStream>());
+        assert_eq!(std::mem::size_of::<Endpoint<Option<NonZeroU32>>>(), 8);
+    }
+}
