@@ -70,12 +70,19 @@ impl AddressSet {
     /// Removes a member; a minted one's bound end is closed, which drops its queued
     /// requests (their clients see their connections end) and refuses its holders'
     /// later connects.
+    ///
+    /// Out of the epoll set first, then out of the map: a failure leaves the
+    /// member served, as before, never watched but unknown (which would make
+    /// every `accept` spin on its readiness).
     pub(crate) fn remove(&self, id: AddressId, original: BorrowedFd<'_>) -> io::Result<()> {
-        let member = self.members().remove(&id).ok_or_else(|| unknown(id))?;
-        match member {
-            Member::Original => self.io.get_ref().delete(original),
-            Member::Minted(bound) => self.io.get_ref().delete(bound.as_fd()),
-        }
+        let mut members = self.members();
+        let fd = match members.get(&id).ok_or_else(|| unknown(id))? {
+            Member::Original => original,
+            Member::Minted(bound) => bound.as_fd(),
+        };
+        self.io.get_ref().delete(fd)?;
+        members.remove(&id);
+        Ok(())
     }
 
     /// The set's descriptor, registered with the reactor when `accept` waits.

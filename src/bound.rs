@@ -19,6 +19,10 @@ use crate::sys::reactor::{Reactive, SharedIo};
 use crate::sys::{msg, socket};
 use crate::{validate, AddressId, ConnectedSocket, SocketAddress};
 
+/// How many failed receives `revoke` of the original address tolerates while it
+/// drops the queued requests.
+const DRAIN_ATTEMPTS: u32 = 16;
+
 /// Makes a bound socket and its address: `socketpair(AF_UNIX, SOCK_STREAM)`. No
 /// name is created anywhere; the address is the only way in.
 ///
@@ -366,9 +370,24 @@ impl BoundSocket {
             self.original_revoked.store(false, Ordering::Release);
             return Err(err);
         }
-        // Drop what is already queued.
-        while let Ok((Some(_), dropped)) = msg::recv_request(original) {
-            drop(dropped);
+        // Drop what is already queued (their clients see their connections end).
+        // A failed receive (`ENOMEM`) must not end this early: once the original
+        // is out of the address set nothing reads it again, and a request left
+        // queued would leave its client waiting for as long as the server lives.
+        let mut failures = 0;
+        loop {
+            match msg::recv_request(original) {
+                Ok((Some(_), dropped)) => drop(dropped),
+                Ok((None, _)) => break,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => {
+                    failures += 1;
+                    if failures == DRAIN_ATTEMPTS {
+                        tracing::warn!(address = %self.id, error = %err, "revoke: requests queued on the original address could not all be dropped");
+                        break;
+                    }
+                }
+            }
         }
         tracing::debug!(address = %self.id, "revoked the original address");
         Ok(())

@@ -72,6 +72,14 @@ pub mod blocking;
 pub mod fuzzing;
 pub mod nacl;
 
+/// Deterministic system-call fault injection, for this crate's own tests (the
+/// `fault-injection` feature; never enable it in a build you ship). See
+/// [`FaultPlan`](faults::FaultPlan).
+#[cfg(feature = "fault-injection")]
+pub mod faults {
+    pub use crate::sys::faults::{Call, FaultGuard, FaultPlan, FaultReport};
+}
+
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -41,6 +41,10 @@ enum Rejection {
     TooManyDescriptors(usize),
     /// The descriptor is not a connected `AF_UNIX` `SOCK_SEQPACKET` socket.
     BadDescriptor(FdProblem),
+    /// The descriptor could not be checked: a system call of ours failed (e.g.
+    /// `ENOMEM`), not the peer. Dropped all the same: nothing unchecked becomes
+    /// a connection.
+    Unchecked(nix::errno::Errno),
     /// Its descriptors did not all arrive (`MSG_CTRUNC`): this process ran out of
     /// descriptors (`EMFILE`), most often because the request carried many.
     DescriptorsLost,
@@ -57,6 +61,11 @@ impl fmt::Display for Rejection {
             Rejection::BadDescriptor(problem) => {
                 write!(f, "the request's descriptor is unusable: {problem}")
             }
+            Rejection::Unchecked(errno) => write!(
+                f,
+                "the request's descriptor could not be checked ({errno}: this process is short \
+                 of resources, not a fault of the peer); its client sees its connection closed"
+            ),
             Rejection::DescriptorsLost => write!(
                 f,
                 "the request's descriptors could not all be received (MSG_CTRUNC: this process \
@@ -86,6 +95,7 @@ fn judge(byte: Option<u8>, mut received: Received) -> Verdict {
     let fd = received.fds.swap_remove(0);
     match validate::connected_unix_socket(fd.as_fd(), &[SockType::SeqPacket]) {
         Ok(_) => Verdict::Connect(fd),
+        Err(FdProblem::Os(errno)) => Verdict::Reject(Rejection::Unchecked(errno)),
         Err(problem) => Verdict::Reject(Rejection::BadDescriptor(problem)),
     }
 }
@@ -109,7 +119,11 @@ pub(crate) fn take(bound: BorrowedFd<'_>, id: AddressId) -> io::Result<Taken> {
     Ok(match judge(byte, received) {
         Verdict::Connect(fd) => Taken::Connection(fd),
         Verdict::Reject(reason) => {
-            peer_warn!(address = %id, %reason, "dropped a malformed connect request");
+            if let Rejection::Unchecked(_) = reason {
+                peer_warn!(address = %id, %reason, "dropped a connect request it could not check");
+            } else {
+                peer_warn!(address = %id, %reason, "dropped a malformed connect request");
+            }
             Taken::Dropped
         }
         Verdict::NoAddresses => Taken::NoAddresses,

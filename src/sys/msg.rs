@@ -20,6 +20,7 @@ use bytes::{BufMut, BytesMut};
 use nix::libc;
 
 use crate::ancillary::{self, ControlBuffer, Record, RightsBuffer};
+use crate::sys::faults::{inject, retry_interrupted, Call};
 
 const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
 const RECV_FLAGS: libc::c_int = libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT;
@@ -79,14 +80,17 @@ pub(crate) fn send_msg(
     let control = rights.encode(fds)?;
     header.msg_control = control.as_ptr() as *mut libc::c_void;
     header.msg_controllen = control.len() as _;
-    // SAFETY: `header` points at `iov` and `control`, which outlive the call; the
-    // kernel only reads through them on send.
-    let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &header, SEND_FLAGS) };
-    if sent < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(sent as usize)
-    }
+    retry_interrupted(|| {
+        inject(Call::SendMsg)?;
+        // SAFETY: `header` points at `iov` and `control`, which outlive the call;
+        // the kernel only reads through them on send.
+        let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &header, SEND_FLAGS) };
+        if sent < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(sent as usize)
+        }
+    })
 }
 
 /// [send(2)] one record without descriptors: the kernel's single-buffer path, no
@@ -94,20 +98,24 @@ pub(crate) fn send_msg(
 ///
 /// [send(2)]: https://man7.org/linux/man-pages/man2/send.2.html
 fn send(socket: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {
-    // SAFETY: `data` is a live buffer of `data.len()` bytes that the kernel only reads.
-    let sent = unsafe {
-        libc::send(
-            socket.as_raw_fd(),
-            data.as_ptr().cast(),
-            data.len(),
-            SEND_FLAGS,
-        )
-    };
-    if sent < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(sent as usize)
-    }
+    retry_interrupted(|| {
+        inject(Call::Send)?;
+        // SAFETY: `data` is a live buffer of `data.len()` bytes that the kernel only
+        // reads.
+        let sent = unsafe {
+            libc::send(
+                socket.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                SEND_FLAGS,
+            )
+        };
+        if sent < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(sent as usize)
+        }
+    })
 }
 
 /// [recvmsg(2)] one record into `head`, spilling into `tail`, and takes ownership of
@@ -148,12 +156,18 @@ fn recv_msg_with(
     header.msg_iovlen = if tail.is_empty() { 1 } else { 2 };
     header.msg_control = control_space.as_mut_ptr().cast();
     header.msg_controllen = control_space.len() as _;
-    // SAFETY: every pointer in `header` refers to a live, writable buffer of the
-    // stated length that outlives the call; the kernel writes at most those lengths.
-    let got = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut header, flags) };
-    if got < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let got = retry_interrupted(|| {
+        inject(Call::RecvMsg)?;
+        // SAFETY: every pointer in `header` refers to a live, writable buffer of
+        // the stated length that outlives the call; the kernel writes at most
+        // those lengths.
+        let got = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut header, flags) };
+        if got < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(got)
+        }
+    })?;
     let control_bytes = control.filled(header.msg_controllen as usize);
 
     let mut received = Received {
@@ -280,6 +294,7 @@ pub(crate) fn record_queued(socket: BorrowedFd<'_>) -> io::Result<bool> {
     let _one = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    inject(Call::SockOpt)?;
     setsockopt(&socket, ReceiveTimestamp, &true)?;
     let mut byte = [MaybeUninit::<u8>::uninit(); 1];
     let peeked = recv_msg_with(socket, &mut byte, &mut [], RECV_FLAGS | libc::MSG_PEEK);

@@ -26,6 +26,8 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use crate::sys::faults::{inject, retry_interrupted, Call};
+
 /// Fails with a message naming `what` when called outside a Tokio runtime, where
 /// registering would panic.
 pub(crate) fn require_runtime(what: &str) -> io::Result<()> {
@@ -100,6 +102,7 @@ pub(crate) struct EpollSet {
 impl EpollSet {
     /// `epoll_create1(EPOLL_CLOEXEC)`.
     pub(crate) fn new() -> io::Result<Self> {
+        inject(Call::EpollCreate)?;
         Ok(EpollSet {
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
         })
@@ -107,6 +110,7 @@ impl EpollSet {
 
     /// Watches `fd` for readability, reported with `token`.
     pub(crate) fn add(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        inject(Call::EpollAdd)?;
         let event = EpollEvent::new(EpollFlags::EPOLLIN, token);
         self.epoll.add(fd, event).map_err(io::Error::from)
     }
@@ -121,7 +125,10 @@ impl EpollSet {
     /// reported in turn.
     pub(crate) fn next_ready(&self) -> io::Result<Option<u64>> {
         let mut events = [EpollEvent::empty()];
-        let ready = self.epoll.wait(&mut events, EpollTimeout::ZERO)?;
+        let ready = retry_interrupted(|| {
+            inject(Call::EpollWait)?;
+            Ok(self.epoll.wait(&mut events, EpollTimeout::ZERO)?)
+        })?;
         Ok((ready > 0).then(|| events[0].data()))
     }
 }
@@ -169,7 +176,7 @@ pub(crate) trait Reactive {
         mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<R>,
     ) -> io::Result<R> {
         if !self.is_registered() {
-            match op(self.fd()?) {
+            match inject(Call::FirstTry).and_then(|()| op(self.fd()?)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 done => return done,
             }
@@ -242,6 +249,7 @@ impl<T: OwnsFd> Reactive for ExclusiveIo<T> {
     fn registration(&mut self) -> io::Result<(&AsyncFd<T>, BorrowedFd<'_>)> {
         if let State::Direct(_) = self.0 {
             require_runtime("waiting on a tokio-imc connection")?;
+            inject(Call::Register)?;
             let State::Direct(owner) = std::mem::replace(&mut self.0, State::Vacant) else {
                 unreachable!("checked to be Direct above");
             };
@@ -340,6 +348,7 @@ impl<T: OwnsFd> SharedIo<T> {
         if let Some(registration) = self.registration.get() {
             return Ok(registration);
         }
+        inject(Call::Register)?;
         let number = FdNumber(self.owner.as_raw_fd());
         // SAFETY: `number` is the descriptor `self.owner` owns (`T: OwnsFd`: open,
         // and the same, while the owner lives). The registration is stored in
