@@ -116,13 +116,15 @@ impl AddressSet {
                 Some(Member::Minted(bound)) => bound.as_fd(),
                 None => return Ok(None), // removed since epoll_wait returned it
             };
-            match request::take(fd, id) {
+            // Only the receive under the lock: judging (validation calls,
+            // closing what a hostile request carried, the warning) is not.
+            match request::receive(fd) {
                 // Another task took it first.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                taken => taken?,
+                raw => raw?,
             }
         };
-        match taken {
+        match request::judge_raw(taken, id) {
             Taken::Connection(fd) => Ok(Some((fd, id))),
             Taken::Dropped => Ok(None),
             Taken::NoAddresses => {

@@ -218,8 +218,12 @@ impl BoundSocket {
     /// original comes wholly before (the request is dropped) or after.
     fn take_from_original(&self, original: BorrowedFd<'_>) -> io::Result<Option<ConnectedSocket>> {
         let _admitting = self.admitting();
-        match request::take(original, self.id)? {
-            Taken::Connection(_) if self.original_revoked.load(Ordering::Acquire) => Ok(None),
+        let raw = request::receive(original)?;
+        // Revoked: a queued request is dropped unjudged (and unlogged).
+        if raw.is_request() && self.original_revoked.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        match request::judge_raw(raw, self.id) {
             Taken::Connection(fd) => Ok(Some(self.connection(fd, self.id))),
             Taken::Dropped => Ok(None),
             Taken::NoAddresses => Err(request::no_addresses()),

@@ -194,6 +194,11 @@ impl ConnectedSocket {
         Ok(crate::split::split(self.io.into_inner()?))
     }
 
+    /// The descriptor, unless it was lost to a panic while registering.
+    pub(crate) fn fd(&self) -> io::Result<BorrowedFd<'_>> {
+        self.io.fd()
+    }
+
     /// The connection's endpoint, deregistered.
     pub(crate) fn into_endpoint(self) -> io::Result<ConnectionEndpoint> {
         self.io.into_inner()

@@ -1,4 +1,4 @@
-//! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`). Not a stable
+//! Entry points for the fuzz targets in `fuzz/` (`--cfg fuzzing`, as cargo-fuzz builds). Not a stable
 //! API: it exposes internals so that they can be fed arbitrary input.
 
 use crate::ancillary::{self, Record};

@@ -85,7 +85,6 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::{Mutex, PoisonError};
 
 use nix::libc;
 
@@ -97,11 +96,6 @@ pub const ENV_VAR: &str = "TOKIO_IMC_FDS";
 
 /// The name [`SocketAddress::from_env`](crate::SocketAddress::from_env) looks for.
 pub const ADDRESS: &str = "address";
-
-/// The numbers handed out so far. Serialises taking, so each inherited descriptor
-/// gets one owner; kept by number, so that two names for one number cannot both
-/// take it.
-static TAKEN: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
 
 /// Which file a descriptor refers to: `st_dev` and `st_ino`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,7 +212,6 @@ pub(crate) fn take_checked(
     name: &str,
     check: impl FnOnce(BorrowedFd<'_>) -> io::Result<()>,
 ) -> io::Result<OwnedFd> {
-    let mut taken = TAKEN.lock().unwrap_or_else(PoisonError::into_inner);
     let value = match std::env::var(ENV_VAR) {
         Ok(value) => value,
         Err(std::env::VarError::NotPresent) => {
@@ -242,15 +235,6 @@ pub(crate) fn take_checked(
         ));
     };
     let number = entry.number;
-    if taken.contains(&number) {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!(
-                "the descriptor passed as {name:?} (number {number}) was already taken in this \
-                 process; each is handed out once"
-            ),
-        ));
-    }
     let fd = sys::inherit::take_inherited(number, |fd| {
         let found = FileId::of(fd)?;
         if found != entry.file {
@@ -274,8 +258,6 @@ pub(crate) fn take_checked(
         })
     })
     .map_err(|err| io::Error::new(err.kind(), format!("{ENV_VAR} entry {name:?}: {err}")))?;
-    // Recorded before anything can fail: from here on `fd` owns the descriptor.
-    taken.push(number);
     sys::fd::set_cloexec(fd.as_fd())?;
     Ok(fd)
 }

@@ -1,5 +1,6 @@
 //! The connect request: what a well-formed one is, what is wrong with the rest,
-//! and [`take`], the one handler both accept paths use.
+//! and [`receive`] + [`judge_raw`], the one handler both accept paths use (the
+//! receive alone runs under a caller's lock).
 //!
 //! A request is exactly the byte `c` with exactly one descriptor: a connected
 //! `AF_UNIX` `SOCK_SEQPACKET` socket. Anything else is dropped (its descriptors are
@@ -111,12 +112,32 @@ pub(crate) enum Taken {
     NoAddresses,
 }
 
-/// Takes one request off `bound`, the bound end of address `id`, and judges it:
-/// what is not returned is closed, and a malformed request is reported with a
-/// rate-limited warning. `WouldBlock` when none is queued.
-pub(crate) fn take(bound: BorrowedFd<'_>, id: AddressId) -> io::Result<Taken> {
+/// One request as it came off a bound socket, not yet judged.
+#[derive(Debug)]
+pub(crate) struct Raw {
+    byte: Option<u8>,
+    received: Received,
+}
+
+impl Raw {
+    /// Whether this is a request at all (not end-of-stream), whatever its shape.
+    pub(crate) fn is_request(&self) -> bool {
+        self.byte.is_some()
+    }
+}
+
+/// Takes one request off `bound`: the one system call, kept apart from
+/// [`judge_raw`] so that callers holding a lock hold it only for this.
+/// `WouldBlock` when none is queued.
+pub(crate) fn receive(bound: BorrowedFd<'_>) -> io::Result<Raw> {
     let (byte, received) = msg::recv_request(bound)?;
-    Ok(match judge(byte, received) {
+    Ok(Raw { byte, received })
+}
+
+/// Judges a request that came through address `id`: what is not returned is
+/// closed, and a rejected request is reported with a rate-limited warning.
+pub(crate) fn judge_raw(raw: Raw, id: AddressId) -> Taken {
+    match judge(raw.byte, raw.received) {
         Verdict::Connect(fd) => Taken::Connection(fd),
         Verdict::Reject(reason) => {
             if let Rejection::Unchecked(_) = reason {
@@ -127,7 +148,7 @@ pub(crate) fn take(bound: BorrowedFd<'_>, id: AddressId) -> io::Result<Taken> {
             Taken::Dropped
         }
         Verdict::NoAddresses => Taken::NoAddresses,
-    })
+    }
 }
 
 /// `accept`'s final error: no address is left.

@@ -29,10 +29,11 @@ macro_rules! fd_traits {
 }
 
 /// Implements `address_id`, `peer_credentials` and `shutdown` for a half (or a
-/// blocking twin) of a connection: `$type` implements `AsFd`, and `$id` (an
-/// expression of `$this: &$type`) is its address id.
+/// blocking twin) of a connection: `$id` (an expression of `$this: &$type`) is
+/// its address id, and `$fd` its descriptor as an `io::Result<BorrowedFd>` (a
+/// connection can have lost its descriptor: an error, never a panic).
 macro_rules! connection_queries {
-    ($type:ty, |$this:ident| $id:expr) => {
+    ($type:ty, |$this:ident| $id:expr, $fd:expr) => {
         impl $type {
             /// The address the connection was accepted through; see
             /// [`ConnectedSocket::address_id`](crate::ConnectedSocket::address_id).
@@ -48,7 +49,9 @@ macro_rules! connection_queries {
             ///
             /// As [`ConnectedSocket::peer_credentials`](crate::ConnectedSocket::peer_credentials).
             pub fn peer_credentials(&self) -> std::io::Result<$crate::Credentials> {
-                $crate::Credentials::of_peer(std::os::fd::AsFd::as_fd(self))
+                let $this = self;
+                let fd: std::io::Result<std::os::fd::BorrowedFd<'_>> = $fd;
+                $crate::Credentials::of_peer(fd?)
             }
 
             /// Shuts down one or both directions of the whole connection; see
@@ -58,7 +61,9 @@ macro_rules! connection_queries {
             ///
             /// As [`ConnectedSocket::shutdown`](crate::ConnectedSocket::shutdown).
             pub fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
-                $crate::sys::socket::shutdown(std::os::fd::AsFd::as_fd(self), how)
+                let $this = self;
+                let fd: std::io::Result<std::os::fd::BorrowedFd<'_>> = $fd;
+                $crate::sys::socket::shutdown(fd?, how)
             }
         }
     };

@@ -101,5 +101,13 @@ impl SendHalf {
 
 fd_traits!(RecvHalf, "RecvHalf", |half| half.shared.fd());
 fd_traits!(SendHalf, "SendHalf", |half| half.shared.fd());
-connection_queries!(RecvHalf, |half| half.shared.get_ref().label);
-connection_queries!(SendHalf, |half| half.shared.get_ref().label);
+connection_queries!(
+    RecvHalf,
+    |half| half.shared.get_ref().label,
+    Ok(half.shared.fd())
+);
+connection_queries!(
+    SendHalf,
+    |half| half.shared.get_ref().label,
+    Ok(half.shared.fd())
+);

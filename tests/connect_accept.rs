@@ -320,6 +320,15 @@ fn in_a_runtime_without_io_waiting_panics_as_tokio_does_and_the_connection_then_
         assert_eq!(err.kind(), ErrorKind::NotConnected, "{err}");
         assert!(format!("{a:?}").contains("lost"), "{a:?}");
         assert_eq!(a.address_id(), None);
+        // Its blocking twin reports the loss too: an error, not a panic.
+        let a = tokio_imc::blocking::ConnectedSocket::from_async(a);
+        let err = a.peer_credentials().expect_err("no descriptor");
+        assert_eq!(err.kind(), ErrorKind::NotConnected, "{err}");
+        let err = a
+            .shutdown(std::net::Shutdown::Both)
+            .expect_err("no descriptor");
+        assert_eq!(err.kind(), ErrorKind::NotConnected, "{err}");
+        let a = a.into_async();
         let err = a.into_split().expect_err("nothing to split");
         assert_eq!(err.kind(), ErrorKind::NotConnected, "{err}");
     });

@@ -18,7 +18,11 @@ pub struct ConnectedSocket {
 }
 
 blocking_wrapper!(ConnectedSocket, crate::ConnectedSocket);
-connection_queries!(ConnectedSocket, |connection| connection.inner.address_id());
+connection_queries!(
+    ConnectedSocket,
+    |connection| connection.inner.address_id(),
+    connection.inner.fd()
+);
 
 impl ConnectedSocket {
     /// Creates a connected pair.

@@ -68,5 +68,13 @@ impl SendHalf {
 
 fd_traits!(RecvHalf, "blocking::RecvHalf", |half| half.inner.as_fd());
 fd_traits!(SendHalf, "blocking::SendHalf", |half| half.inner.as_fd());
-connection_queries!(RecvHalf, |half| half.inner.address_id());
-connection_queries!(SendHalf, |half| half.inner.address_id());
+connection_queries!(
+    RecvHalf,
+    |half| half.inner.address_id(),
+    Ok(std::os::fd::AsFd::as_fd(&half.inner))
+);
+connection_queries!(
+    SendHalf,
+    |half| half.inner.address_id(),
+    Ok(std::os::fd::AsFd::as_fd(&half.inner))
+);

@@ -185,6 +185,13 @@ pub fn decode(record: &[u8], fd_count: usize) -> io::Result<Parsed> {
             ))
         })?;
     let entries = parse_section(section)?;
+    // Checked after the entries, whose errors say more. NaCl pads the section to a multiple of 16 (as `encode_prefix` does); a
+    // length that is not would make the padding's tail read as data.
+    if section_len % 16 != 0 {
+        return Err(invalid_data(format!(
+            "a {section_len}-byte descriptor section, not a multiple of 16"
+        )));
+    }
     if entries.len() != fd_count {
         return Err(invalid_data(format!(
             "{} descriptor entries but {fd_count} descriptors arrived",
@@ -403,6 +410,23 @@ mod tests {
             (kind(), 0u32..0x1_0000).prop_map(|(kind, flags)| Entry { kind, flags }),
             0..=MAX_DESCRIPTORS,
         )
+    }
+
+    /// Found by `damaged_records_are_errors_never_panics`: a section length cut
+    /// from 16 to 10 (one flipped bit) still parsed, the padding's last six
+    /// zeros taken for data.
+    #[test]
+    fn a_section_length_that_is_not_a_multiple_of_16_is_refused() {
+        let entries = [Entry {
+            kind: Kind::HostFile { open_flags: 0 },
+            flags: 0,
+        }];
+        let mut record = encode_prefix(&entries, 0).expect("encode");
+        assert_eq!(record.len(), HEADER_LEN + 16);
+        record[4] = 10;
+        let err = decode(&record, 1).expect_err("a 10-byte section");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("multiple of 16"), "{err}");
     }
 
     proptest! {

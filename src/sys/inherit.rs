@@ -4,6 +4,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use std::sync::{Mutex, PoisonError};
+
 use nix::libc;
 
 /// Arranges for `fds` to survive `exec` into the child that `command` spawns, at
@@ -55,13 +57,32 @@ pub(crate) fn keep_across_exec(command: &mut std::process::Command, fds: Vec<Own
 /// [`crate::handoff`]: that it is the very file the parent named, and of the type
 /// the caller needs) on a borrow that cannot outlive the call.
 ///
-/// The caller guarantees that `number` is handed out once: [`crate::handoff`]
-/// calls this under its lock, only for a number it has not handed out before, and
-/// records the number as taken before releasing the lock.
+/// Each number is handed out once in the life of the process ([`TAKEN`], held
+/// across the whole call and written before it returns), and stdio (0, 1, 2) is
+/// never taken: so this is sound for any caller, whatever `number` it passes.
+/// `check` runs under that lock and must not take descriptors itself.
 pub(crate) fn take_inherited(
     number: RawFd,
     check: impl FnOnce(BorrowedFd<'_>) -> io::Result<()>,
 ) -> io::Result<OwnedFd> {
+    let mut taken = TAKEN.lock().unwrap_or_else(PoisonError::into_inner);
+    if (0..=2).contains(&number) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "descriptor {number} is stdio (standard input, output or error), never a \
+                 passed socket; it is refused"
+            ),
+        ));
+    }
+    if taken.contains(&number) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "descriptor {number} was already taken in this process; each is handed out once"
+            ),
+        ));
+    }
     let flags = if number < 0 {
         -1
     } else {
@@ -91,8 +112,9 @@ pub(crate) fn take_inherited(
         // and a descriptor inherited and named in the hand-off variable belongs to
         // the hand-off until taken: nothing else in the process owns it, so nothing
         // may close it (closing a descriptor one does not own breaks I/O safety).
-        // By this function's contract it has not been taken before, and takes are
-        // serialised, so no `OwnedFd` for it exists that could close it meanwhile.
+        // It is not stdio, and it has not been taken before (checked above under
+        // `TAKEN`, held until we return), so no `OwnedFd` for it exists that
+        // could close it meanwhile.
         // The borrow is lent to `check` only, which must accept it for any
         // lifetime and so cannot keep it, and it ends before ownership is taken
         // below.
@@ -100,7 +122,14 @@ pub(crate) fn take_inherited(
         check(borrowed)?;
     }
     // SAFETY: the descriptor is open and inherited, owned by nothing else in this
-    // process (see the borrow above, which has ended), and by this function's
-    // contract handed out this once, so this `OwnedFd` is its only owner.
-    Ok(unsafe { OwnedFd::from_raw_fd(number) })
+    // process (see the borrow above, which has ended), and handed out this once
+    // (recorded in `TAKEN` on the next line, under the same lock), so this
+    // `OwnedFd` is its only owner.
+    let fd = unsafe { OwnedFd::from_raw_fd(number) };
+    taken.push(number);
+    Ok(fd)
 }
+
+/// The numbers [`take_inherited`] handed out so far: each gets one owner, ever.
+/// Kept by number, so two names for one number cannot both take it.
+static TAKEN: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());

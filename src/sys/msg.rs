@@ -218,7 +218,10 @@ fn adopt_received(raw: RawFd) -> Option<OwnedFd> {
     // SAFETY: `raw` is non-negative and comes from a control record the kernel
     // wrote in the recvmsg call that just returned: it installed this descriptor in
     // our table for us, and nothing else in the process knows its number yet, so
-    // we are its only owner.
+    // we are its only owner. That "comes from" rests on `ancillary::parse`
+    // returning only numbers inside the `SCM_RIGHTS` payloads of the bytes the
+    // kernel filled (`ControlBuffer::filled`): `ancillary.rs` is trusted code for
+    // this block (bounds-checked, property-tested and fuzzed; see ARCHITECTURE.md).
     Some(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 

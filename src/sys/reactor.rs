@@ -276,7 +276,7 @@ impl<T: OwnsFd> Reactive for ExclusiveIo<T> {
 fn vacant() -> io::Error {
     io::Error::new(
         io::ErrorKind::NotConnected,
-        "this socket lost its descriptor when registering it with the reactor panicked",
+        "this connection lost its descriptor when registering it with the reactor panicked",
     )
 }
 

@@ -243,8 +243,10 @@ pub async fn connect_and_accept(
     address: &tokio_imc::SocketAddress,
     bound: &tokio_imc::BoundSocket,
 ) -> io::Result<(tokio_imc::ConnectedSocket, tokio_imc::ConnectedSocket)> {
-    let (client, server) = tokio::join!(address.connect(), bounded("accept", bound.accept()));
-    Ok((client?, server??))
+    // `try_join!`: a failed connect fails the test at once, not after `HANG`.
+    tokio::try_join!(address.connect(), async {
+        bounded("accept", bound.accept()).await?
+    })
 }
 
 /// Reports on the terminal that `test` was skipped, and why. Written to stderr
