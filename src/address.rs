@@ -70,11 +70,15 @@ impl SocketAddress {
             msg::send_msg(fd, &[REQUEST_BYTE], &[sent.as_fd()])
         })
         .await
-        .map_err(connect_error)?;
+        .map_err(|err| {
+            let err = connect_error(err);
+            tracing::debug!(address_fd = self.as_raw_fd(), error = %err, "connect failed");
+            err
+        })?;
         drop(sent);
         tracing::debug!(
-            address = self.as_raw_fd(),
-            connection = kept.as_raw_fd(),
+            address_fd = self.as_raw_fd(),
+            fd = kept.as_raw_fd(),
             "connect request sent"
         );
         Ok(ConnectedSocket::from_checked(kept))

@@ -6,7 +6,7 @@
 //! served in turn, and the cost of one accept does not depend on how many
 //! addresses exist.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -30,6 +30,9 @@ enum Member {
 pub(crate) struct AddressSet {
     io: SharedIo<EpollSet>,
     members: Mutex<HashMap<AddressId, Member>>,
+    /// Every id this set minted, revoked ones too: which ids `disconnect` may
+    /// reach.
+    minted: Mutex<BTreeSet<AddressId>>,
 }
 
 impl AddressSet {
@@ -40,6 +43,7 @@ impl AddressSet {
         Ok(AddressSet {
             io: SharedIo::new(epoll),
             members: Mutex::new(HashMap::from([(id, Member::Original)])),
+            minted: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -54,6 +58,7 @@ impl AddressSet {
         AddressSet {
             io: self.io.unregistered(),
             members: self.members,
+            minted: self.minted,
         }
     }
 
@@ -64,7 +69,19 @@ impl AddressSet {
         let mut members = self.members();
         self.io.get_ref().add(bound.as_fd(), id.get().into())?;
         members.insert(id, Member::Minted(bound));
+        self.minted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id);
         Ok((id, address))
+    }
+
+    /// Whether this set minted `id` (revoked since or not).
+    pub(crate) fn ever_minted(&self, id: AddressId) -> bool {
+        self.minted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&id)
     }
 
     /// Removes a member; a minted one's bound end is closed, which drops its queued
@@ -128,7 +145,7 @@ impl AddressSet {
             Taken::Connection(fd) => Ok(Some((fd, id))),
             Taken::Dropped => Ok(None),
             Taken::NoAddresses => {
-                tracing::debug!(address = %id, "every holder closed this address; removing it");
+                tracing::debug!(address_id = %id, "every holder closed this address; removing it");
                 // Two accepting tasks can both read this end-of-stream before
                 // either removes the member: the second finds it gone already.
                 match self.remove(id, original) {

@@ -6,8 +6,8 @@ use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard};
-use std::task::Poll;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard};
+use std::task::{ready, Context, Poll, Waker};
 
 use nix::sys::socket::SockType;
 use tokio::io::Interest;
@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use crate::address_set::AddressSet;
 use crate::request::{self, Taken};
 use crate::sys::reactor::{Reactive, SharedIo};
-use crate::sys::{msg, socket};
+use crate::sys::{endpoint, msg, socket};
 use crate::{validate, AddressId, ConnectedSocket, SocketAddress};
 
 /// How many failed receives `revoke` of the original address tolerates while it
@@ -96,6 +96,9 @@ pub struct BoundSocket {
     original_revoked: AtomicBool,
     /// Makes `revoke` and accept attempts exclusive (see [`Self::revoke`]).
     admission: RwLock<()>,
+    /// The waker of a `poll_accept` waiting on the original alone, woken when
+    /// the set appears.
+    accept_waker: Mutex<Option<Waker>>,
 }
 
 impl BoundSocket {
@@ -107,6 +110,7 @@ impl BoundSocket {
             set_made: Notify::new(),
             original_revoked: AtomicBool::new(false),
             admission: RwLock::new(()),
+            accept_waker: Mutex::new(None),
         })
     }
 
@@ -183,6 +187,56 @@ impl BoundSocket {
 
     /// Accepts from the original address alone; `None` when minting began, so the
     /// caller switches to the set.
+    /// [`accept`](Self::accept) as a poll, for `Stream` adapters (see also
+    /// [`incoming`](Self::incoming)): `Ready` with what `accept` would return,
+    /// `Pending` (with `cx`'s waker registered) while no request is queued. A
+    /// `Pending` poll accepted nothing; a malformed request is dropped as by
+    /// `accept`, and the poll then yields (`Pending`, woken at once) so a flood
+    /// cannot hold the thread.
+    ///
+    /// Tokio keeps the waker of the last poll only (as with its own
+    /// `UnixListener::poll_accept`): poll from one task at a time. Tasks that
+    /// accept on one socket at once use [`accept`](Self::accept), which wakes
+    /// each of them.
+    pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<ConnectedSocket>> {
+        let dropped = loop {
+            if let Some(set) = self.set.get() {
+                let original = self.io.fd();
+                let mut io = set.io();
+                let attempt = ready!(io.poll_io(cx, Interest::READABLE, |_| {
+                    let _admitting = self.admitting();
+                    set.try_accept(original)
+                }))?;
+                match attempt {
+                    Some((fd, id)) => return Poll::Ready(Ok(self.connection(fd, id))),
+                    None => break true,
+                }
+            }
+            let mut io = &self.io;
+            match io.poll_io(cx, Interest::READABLE, |fd| self.take_from_original(fd)) {
+                Poll::Ready(Ok(Some(connection))) => return Poll::Ready(Ok(connection)),
+                Poll::Ready(Ok(None)) => break true,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => {}
+            }
+            // Waiting on the original alone: be woken when the set appears too.
+            *self.accept_waker() = Some(cx.waker().clone());
+            if self.set.get().is_none() {
+                break false;
+            }
+        };
+        if dropped {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+
+    fn accept_waker(&self) -> MutexGuard<'_, Option<Waker>> {
+        self.accept_waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     async fn accept_original(&self) -> io::Result<Option<ConnectedSocket>> {
         let set_made = self.set_made.notified();
         tokio::pin!(set_made);
@@ -277,11 +331,12 @@ impl BoundSocket {
             set_made: Notify::new(),
             original_revoked,
             admission: RwLock::new(()),
+            accept_waker: Mutex::new(None),
         }
     }
 
     fn connection(&self, fd: OwnedFd, id: AddressId) -> ConnectedSocket {
-        tracing::debug!(address = %id, connection = fd.as_raw_fd(), "accepted");
+        tracing::debug!(address_id = %id, fd = fd.as_raw_fd(), "accepted");
         ConnectedSocket::accepted(fd, id)
     }
 
@@ -302,7 +357,7 @@ impl BoundSocket {
     pub fn mint_address(&self) -> io::Result<(AddressId, SocketAddress)> {
         let set = self.address_set()?;
         let (id, address) = set.mint()?;
-        tracing::debug!(address = %id, "minted an address");
+        tracing::debug!(address_id = %id, "minted an address");
         Ok((id, SocketAddress::from_checked(address)))
     }
 
@@ -317,6 +372,9 @@ impl BoundSocket {
         // Another thread may have won the race; its set is the one kept.
         let _ = self.set.set(set);
         self.set_made.notify_waiters();
+        if let Some(waker) = self.accept_waker().take() {
+            waker.wake();
+        }
         self.set
             .get()
             .ok_or_else(|| io::Error::other("the address set could not be initialised"))
@@ -328,9 +386,30 @@ impl BoundSocket {
     ///
     /// Revoking the original address shuts it down for every holder of it.
     ///
+    /// What it leaves alone: connections already accepted through the address
+    /// keep working. To cut a holder off completely, revoke, then
+    /// [`disconnect`](Self::disconnect) (in that order: once `revoke` returns,
+    /// no new connection is admitted through the address).
+    ///
     /// # Errors
     ///
     /// `NotFound` for an id this socket does not serve (any more).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let (_address, bound) = tokio_imc::make_bound_socket()?;
+    /// let (bob, bobs_address) = bound.mint_address()?;
+    /// let (mut bobs_end, mut ours) = tokio::try_join!(bobs_address.connect(), bound.accept())?;
+    /// bound.revoke(bob)?; // bob can connect no more
+    /// assert_eq!(bound.disconnect(bob)?, 1); // and his live connection ends
+    /// assert!(bobs_end.recv().await?.is_none());
+    /// assert!(bobs_end.send(b"still there?", &[]).await.is_err());
+    /// assert!(ours.recv().await?.is_none());
+    /// # Ok(()) }
+    /// ```
     pub fn revoke(&self, id: AddressId) -> io::Result<()> {
         // No accept attempt is between taking a request and judging it while we
         // hold this: each one finished before (its connection counts as accepted
@@ -349,8 +428,35 @@ impl BoundSocket {
                 format!("address {id} was never minted by this bound socket"),
             )),
         }?;
-        tracing::debug!(address = %id, "revoked");
+        tracing::debug!(address_id = %id, "revoked");
         Ok(())
+    }
+
+    /// Ends every live connection admitted through address `id`, wherever it
+    /// is (in any task, split or not, async or blocking): both directions are
+    /// shut down, so the peer reads end-of-stream and its sends fail with
+    /// `BrokenPipe`, and so do ours. Returns how many connections it ended.
+    ///
+    /// Together with [`revoke`](Self::revoke) (first) it cuts a holder off
+    /// completely. The server need not keep its connections for this: each one
+    /// is known by address (a few words of memory a connection, taken on
+    /// accept and given back when it is dropped). A connection turned into a
+    /// plain descriptor (`OwnedFd::from`, `into_seqpacket`) is no longer reached.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an id that was never an address of this bound socket.
+    pub fn disconnect(&self, id: AddressId) -> io::Result<usize> {
+        let ours = id == self.id || self.set.get().is_some_and(|set| set.ever_minted(id));
+        if !ours {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("address {id} was never an address of this bound socket"),
+            ));
+        }
+        let ended = endpoint::shut_down_admitted(id);
+        tracing::debug!(address_id = %id, connections = ended, "disconnected");
+        Ok(ended)
     }
 
     fn revoke_original(&self) -> io::Result<()> {
@@ -387,13 +493,13 @@ impl BoundSocket {
                 Err(err) => {
                     failures += 1;
                     if failures == DRAIN_ATTEMPTS {
-                        tracing::warn!(address = %self.id, error = %err, "revoke: requests queued on the original address could not all be dropped");
+                        tracing::warn!(address_id = %self.id, error = %err, "revoke: requests queued on the original address could not all be dropped");
                         break;
                     }
                 }
             }
         }
-        tracing::debug!(address = %self.id, "revoked the original address");
+        tracing::debug!(address_id = %self.id, "revoked the original address");
         Ok(())
     }
 }
@@ -402,6 +508,7 @@ impl fmt::Debug for BoundSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BoundSocket")
             .field("fd", &self.as_raw_fd())
+            .field("address_id", &self.id)
             .finish()
     }
 }

@@ -5,12 +5,14 @@ use std::fmt;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use nix::sys::socket::SockType;
 
-use crate::split::{ConnectionEndpoint, RecvHalf, SendHalf};
-use crate::sys::reactor::{Endpoint, ExclusiveIo, Reactive};
+use crate::split::{RecvHalf, SendHalf};
+use crate::sys::endpoint::Endpoint;
+use crate::sys::reactor::{ExclusiveIo, Reactive};
 use crate::sys::socket;
 use crate::{message_engine, validate, AddressId, Credentials, Message};
 
@@ -42,7 +44,7 @@ use crate::{message_engine, validate, AddressId, Credentials, Message};
 /// # Ok(()) }
 /// ```
 pub struct ConnectedSocket {
-    io: ExclusiveIo<ConnectionEndpoint>,
+    io: ExclusiveIo<Endpoint>,
 }
 
 impl ConnectedSocket {
@@ -75,7 +77,10 @@ impl ConnectedSocket {
     /// per-holder policy. `None` for connections from [`pair`](Self::pair),
     /// [`SocketAddress::connect`](crate::SocketAddress::connect) or a descriptor.
     pub fn address_id(&self) -> Option<AddressId> {
-        self.io.get_ref().ok().and_then(|endpoint| endpoint.label)
+        self.io
+            .get_ref()
+            .ok()
+            .and_then(|endpoint| endpoint.address())
     }
 
     /// Creates a connected pair, as `socketpair(AF_UNIX, SOCK_SEQPACKET)` does.
@@ -108,15 +113,32 @@ impl ConnectedSocket {
     /// Cancel safe: if the future is dropped before it completes, nothing was sent.
     /// A record is sent in one `sendmsg` call that either takes all of it or none.
     pub async fn send(&mut self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-        message_engine::send(&mut self.io, data, fds).await
+        std::future::poll_fn(|cx| self.poll_send(cx, data, fds)).await
+    }
+
+    /// [`send`](Self::send) as a poll, for `Sink`-like adapters: `Ready` once the
+    /// record is sent (or refused, as `send` would), `Pending` (with `cx`'s waker
+    /// registered) while the socket's buffer is full. Same limits and errors as
+    /// `send`; a `Pending` poll sent nothing.
+    pub fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Poll<io::Result<()>> {
+        message_engine::poll_send(&mut self.io, cx, data, fds)
     }
 
     /// Receives one record, or `None` once the peer has closed its end (or this end
     /// was shut down for reading) and every queued record was read.
     ///
-    /// If the peer closed (or died) while records we sent it were still unread,
-    /// Linux reports that once, as `ConnectionReset`, before the records the peer
-    /// had sent: call `recv` again to read those, then `None`.
+    /// A peer that closed (or died) with records we sent it still unread ends the
+    /// conversation like any other close: the records it had sent us are still
+    /// received, then `None`. (Linux reports the unread records once, as
+    /// `ECONNRESET`; `recv` reads past it, with a `debug` event. Our unread
+    /// records are lost with the peer, and a later `send` fails with
+    /// `BrokenPipe`.) So `while let Some(message) = connection.recv().await? {}`
+    /// ends cleanly on an ordinary close.
     ///
     /// # Errors
     ///
@@ -135,7 +157,14 @@ impl ConnectedSocket {
     /// Cancel safe: a record is taken off the socket only by the `recvmsg` call whose
     /// result is returned in the same poll, so a dropped future loses nothing.
     pub async fn recv(&mut self) -> io::Result<Option<Message>> {
-        message_engine::recv(&mut self.io).await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`recv`](Self::recv) as a poll, for `Stream` adapters: `Ready` with what
+    /// `recv` would return, `Pending` (with `cx`'s waker registered) while nothing
+    /// is queued. A `Pending` poll took nothing off the socket.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Message>>> {
+        message_engine::poll_recv(&mut self.io, cx)
     }
 
     /// Receives one record into caller-owned buffers: its bytes are appended to
@@ -156,7 +185,7 @@ impl ConnectedSocket {
         data: &mut BytesMut,
         fds: &mut Vec<OwnedFd>,
     ) -> io::Result<Option<usize>> {
-        message_engine::recv_into(&mut self.io, data, fds).await
+        std::future::poll_fn(|cx| message_engine::poll_recv_into(&mut self.io, cx, data, fds)).await
     }
 
     /// Splits the connection into a receiving and a sending half that work
@@ -200,12 +229,12 @@ impl ConnectedSocket {
     }
 
     /// The connection's endpoint, deregistered.
-    pub(crate) fn into_endpoint(self) -> io::Result<ConnectionEndpoint> {
+    pub(crate) fn into_endpoint(self) -> io::Result<Endpoint> {
         self.io.into_inner()
     }
 
     /// A connection, not registered with any reactor, from its endpoint.
-    fn from_endpoint(endpoint: ConnectionEndpoint) -> Self {
+    fn from_endpoint(endpoint: Endpoint) -> Self {
         ConnectedSocket {
             io: ExclusiveIo::new(endpoint),
         }
@@ -252,7 +281,10 @@ impl fmt::Debug for ConnectedSocket {
             Ok(endpoint) => debug.field("fd", &endpoint.as_raw_fd()),
             Err(_) => debug.field("fd", &"lost"),
         };
-        debug.field("registered", &self.io.is_registered()).finish()
+        debug
+            .field("address_id", &self.address_id())
+            .field("registered", &self.io.is_registered())
+            .finish()
     }
 }
 

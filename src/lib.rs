@@ -61,6 +61,7 @@ mod address;
 mod bound;
 mod connection;
 mod credentials;
+mod incoming;
 #[cfg(feature = "tokio-seqpacket")]
 mod seqpacket_interop;
 mod shared_impls;
@@ -91,6 +92,7 @@ pub use ancillary::MAX_FDS_PER_MESSAGE;
 pub use bound::{make_bound_socket, BoundSocket};
 pub use connection::ConnectedSocket;
 pub use credentials::Credentials;
+pub use incoming::Incoming;
 pub use message::Message;
 pub use message_engine::MAX_RECV_SIZE;
 pub use split::{RecvHalf, SendHalf};

@@ -6,6 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::Interest;
@@ -39,6 +40,53 @@ thread_local! {
 /// the expected size.
 const SMALL: usize = 2048;
 
+/// [`send`] as a poll (see
+/// [`ConnectedSocket::poll_send`](crate::ConnectedSocket::poll_send)).
+pub(crate) fn poll_send(
+    io: &mut impl Reactive,
+    cx: &mut Context<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> Poll<io::Result<()>> {
+    check_sendable(data, fds)?;
+    match ready!(io.poll_io(cx, Interest::WRITABLE, |fd| msg::send_msg(fd, data, fds))) {
+        Ok(_) => Poll::Ready(Ok(())),
+        Err(err) => Poll::Ready(Err(send_error(io, err, data.len()))),
+    }
+}
+
+/// [`recv`] as a poll (see
+/// [`ConnectedSocket::poll_recv`](crate::ConnectedSocket::poll_recv)).
+pub(crate) fn poll_recv(
+    io: &mut impl Reactive,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<Option<Message>>> {
+    loop {
+        let (received, data) = ready!(io.poll_io(cx, Interest::READABLE, receive_owned))?;
+        if let Some(done) = message(io.fd()?, received, data)? {
+            return Poll::Ready(Ok(done));
+        }
+    }
+}
+
+/// [`recv_into`] as a poll.
+pub(crate) fn poll_recv_into(
+    io: &mut impl Reactive,
+    cx: &mut Context<'_>,
+    data: &mut BytesMut,
+    fds: &mut Vec<OwnedFd>,
+) -> Poll<io::Result<Option<usize>>> {
+    let start = data.len();
+    loop {
+        let received = ready!(io.poll_io(cx, Interest::READABLE, |fd| {
+            past_reset(fd, |fd| receive_appending(fd, data))
+        }))?;
+        if let Some(done) = appended(io.fd()?, received, data, start, fds)? {
+            return Poll::Ready(Ok(done));
+        }
+    }
+}
+
 /// Sends one record (see [`ConnectedSocket::send`](crate::ConnectedSocket::send)).
 pub(crate) async fn send(
     io: &mut impl Reactive,
@@ -60,18 +108,75 @@ pub(crate) async fn send(
 pub(crate) async fn recv(io: &mut impl Reactive) -> io::Result<Option<Message>> {
     loop {
         let (received, data) = io.io(Interest::READABLE, receive_owned).await?;
-        match judge(io.fd()?, received)? {
-            Judged::Record(fds) => return Ok(Some(Message { data, fds })),
-            Judged::End => return Ok(None),
-            Judged::Skipped => {}
+        if let Some(done) = message(io.fd()?, received, data)? {
+            return Ok(done);
+        }
+    }
+}
+
+/// What one receive for `recv` gives: `None` to receive again (an empty record
+/// skipped), else the message or the end.
+fn message(
+    fd: BorrowedFd<'_>,
+    received: Received,
+    data: Bytes,
+) -> io::Result<Option<Option<Message>>> {
+    Ok(match judge(fd, received)? {
+        Judged::Record(fds) => Some(Some(Message { data, fds })),
+        Judged::End => Some(None),
+        Judged::Skipped => None,
+    })
+}
+
+/// What one receive for `recv_into` gives (as [`message`]); on error `data` is
+/// cut back to `start`.
+fn appended(
+    fd: BorrowedFd<'_>,
+    received: Received,
+    data: &mut BytesMut,
+    start: usize,
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<Option<Option<usize>>> {
+    match judge(fd, received) {
+        Ok(Judged::Record(mut record_fds)) => {
+            fds.append(&mut record_fds);
+            Ok(Some(Some(data.len() - start)))
+        }
+        Ok(Judged::End) => Ok(Some(None)),
+        Ok(Judged::Skipped) => Ok(None),
+        Err(err) => {
+            data.truncate(start);
+            Err(err)
         }
     }
 }
 
 /// One `recvmsg` for [`recv`], into a new buffer.
 fn receive_owned(fd: BorrowedFd<'_>) -> io::Result<(Received, Bytes)> {
-    let (received, data) = receive_new(fd)?;
+    let (received, data) = past_reset(fd, receive_new)?;
     Ok((received, data.freeze()))
+}
+
+/// Runs `receive` again after `ECONNRESET`. Linux reports "the peer closed with
+/// records of ours unread" once, as `ECONNRESET`, ahead of the records the peer
+/// had sent us; for the receiving side it is an ordinary end of the
+/// conversation, so the records queued for us are read on, and then
+/// end-of-stream. (Our unread records are lost with the peer; a later send fails
+/// with `BrokenPipe`.)
+fn past_reset<R>(
+    fd: BorrowedFd<'_>,
+    mut receive: impl FnMut(BorrowedFd<'_>) -> io::Result<R>,
+) -> io::Result<R> {
+    match receive(fd) {
+        Err(err) if err.raw_os_error() == Some(nix::libc::ECONNRESET) => {
+            tracing::debug!(
+                fd = fd.as_raw_fd(),
+                "the peer closed with records of ours unread; reading what it sent"
+            );
+            receive(fd)
+        }
+        other => other,
+    }
 }
 
 /// One `recvmsg` into a new buffer: a small record (as guessed from the last
@@ -113,19 +218,12 @@ pub(crate) async fn recv_into(
     let start = data.len();
     loop {
         let received = io
-            .io(Interest::READABLE, |fd| receive_appending(fd, data))
+            .io(Interest::READABLE, |fd| {
+                past_reset(fd, |fd| receive_appending(fd, data))
+            })
             .await?;
-        match judge(io.fd()?, received) {
-            Ok(Judged::Record(mut record_fds)) => {
-                fds.append(&mut record_fds);
-                return Ok(Some(data.len() - start));
-            }
-            Ok(Judged::End) => return Ok(None),
-            Ok(Judged::Skipped) => {}
-            Err(err) => {
-                data.truncate(start);
-                return Err(err);
-            }
+        if let Some(done) = appended(io.fd()?, received, data, start, fds)? {
+            return Ok(done);
         }
     }
 }

@@ -141,9 +141,9 @@ pub(crate) fn judge_raw(raw: Raw, id: AddressId) -> Taken {
         Verdict::Connect(fd) => Taken::Connection(fd),
         Verdict::Reject(reason) => {
             if let Rejection::Unchecked(_) = reason {
-                peer_warn!(address = %id, %reason, "dropped a connect request it could not check");
+                peer_warn!(address_id = %id, %reason, "dropped a connect request it could not check");
             } else {
-                peer_warn!(address = %id, %reason, "dropped a malformed connect request");
+                peer_warn!(address_id = %id, %reason, "dropped a malformed connect request");
             }
             Taken::Dropped
         }

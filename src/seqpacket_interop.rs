@@ -40,7 +40,7 @@ impl ConnectedSocket {
     pub fn into_seqpacket(self) -> io::Result<UnixSeqpacket> {
         reactor::require_runtime("a UnixSeqpacket")?;
         let endpoint = self.into_endpoint()?;
-        if let Some(id) = endpoint.label {
+        if let Some(id) = endpoint.address() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 format!(

@@ -1,18 +1,24 @@
 //! Impls that several public types share, written once: the descriptor traits,
 //! and the queries every connection-like type answers alike.
 
-/// Implements `Debug` (as `$name { fd }`), `AsFd` and `AsRawFd` for `$type`, whose
-/// descriptor is `$fd` (an expression of `$this: &$type` giving a `BorrowedFd`).
+/// Implements `Debug` (as `$name { fd, address_id }`), `AsFd` and `AsRawFd` for
+/// `$type`, whose descriptor is `$fd` (an expression of `$this: &$type` giving a
+/// `BorrowedFd`) and which has an `address_id` method. The `no_debug` form
+/// leaves `Debug` to the type.
 macro_rules! fd_traits {
     ($type:ty, $name:expr, |$this:ident| $fd:expr) => {
         impl std::fmt::Debug for $type {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct($name)
                     .field("fd", &std::os::fd::AsRawFd::as_raw_fd(self))
+                    .field("address_id", &self.address_id())
                     .finish()
             }
         }
 
+        $crate::shared_impls::fd_traits!(no_debug $type, |$this| $fd);
+    };
+    (no_debug $type:ty, |$this:ident| $fd:expr) => {
         impl std::os::fd::AsFd for $type {
             fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
                 let $this = self;

@@ -8,18 +8,17 @@
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 
 use crate::shared_impls::{connection_queries, fd_traits};
-use crate::sys::reactor::{Endpoint, SharedIo};
-use crate::{message_engine, AddressId, Message};
-
-/// A connection's socket, labelled with the address it was accepted through.
-pub(crate) type ConnectionEndpoint = Endpoint<Option<AddressId>>;
+use crate::sys::endpoint::Endpoint;
+use crate::sys::reactor::SharedIo;
+use crate::{message_engine, Message};
 
 /// Makes the halves of a connection.
-pub(crate) fn split(endpoint: ConnectionEndpoint) -> (RecvHalf, SendHalf) {
+pub(crate) fn split(endpoint: Endpoint) -> (RecvHalf, SendHalf) {
     let shared = Arc::new(SharedIo::new(endpoint));
     (
         RecvHalf {
@@ -35,7 +34,7 @@ pub(crate) fn split(endpoint: ConnectionEndpoint) -> (RecvHalf, SendHalf) {
 /// Its methods take `&self`. Two tasks receiving at once each get whole records,
 /// in no particular order between them.
 pub struct RecvHalf {
-    shared: Arc<SharedIo<ConnectionEndpoint>>,
+    shared: Arc<SharedIo<Endpoint>>,
 }
 
 /// The sending half of a [`ConnectedSocket`](crate::ConnectedSocket), from
@@ -44,7 +43,7 @@ pub struct RecvHalf {
 /// Its methods take `&self`: share it (e.g. in an `Arc`) to send from many tasks;
 /// their records never interleave.
 pub struct SendHalf {
-    shared: Arc<SharedIo<ConnectionEndpoint>>,
+    shared: Arc<SharedIo<Endpoint>>,
 }
 
 impl RecvHalf {
@@ -55,6 +54,18 @@ impl RecvHalf {
     /// Cancel safe, as [`ConnectedSocket::recv`](crate::ConnectedSocket::recv).
     pub async fn recv(&self) -> io::Result<Option<Message>> {
         message_engine::recv(&mut &*self.shared).await
+    }
+
+    /// [`recv`](Self::recv) as a poll, with the same results and limits; a
+    /// `Pending` poll took nothing. This half also implements
+    /// `futures_core::Stream<Item = io::Result<Message>>` over it, ending at
+    /// end-of-stream.
+    ///
+    /// Tokio keeps the waker of the last poll only (as with its own `poll_*`
+    /// methods): poll from one task at a time. Tasks that share the half and
+    /// receive at once use [`recv`](Self::recv), which wakes each of them.
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Message>>> {
+        message_engine::poll_recv(&mut &*self.shared, cx)
     }
 
     /// Receives one record into caller-owned buffers; see
@@ -73,10 +84,7 @@ impl RecvHalf {
 
     /// The endpoint back from this half and the `send` half it was split with, or
     /// both halves if `send` came from another connection.
-    pub(crate) fn reunite(
-        self,
-        send: SendHalf,
-    ) -> Result<ConnectionEndpoint, (RecvHalf, SendHalf)> {
+    pub(crate) fn reunite(self, send: SendHalf) -> Result<Endpoint, (RecvHalf, SendHalf)> {
         if !Arc::ptr_eq(&self.shared, &send.shared) {
             return Err((self, send));
         }
@@ -97,17 +105,38 @@ impl SendHalf {
     pub async fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         message_engine::send(&mut &*self.shared, data, fds).await
     }
+
+    /// [`send`](Self::send) as a poll, with the same results and limits; a
+    /// `Pending` poll sent nothing. Poll from one task at a time (see
+    /// [`RecvHalf::poll_recv`]).
+    pub fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Poll<io::Result<()>> {
+        message_engine::poll_send(&mut &*self.shared, cx, data, fds)
+    }
+}
+
+impl futures_core::Stream for RecvHalf {
+    type Item = io::Result<Message>;
+
+    /// The next record; `None` at end-of-stream. Cancel safe, as `recv`.
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_recv(cx).map(Result::transpose)
+    }
 }
 
 fd_traits!(RecvHalf, "RecvHalf", |half| half.shared.fd());
 fd_traits!(SendHalf, "SendHalf", |half| half.shared.fd());
 connection_queries!(
     RecvHalf,
-    |half| half.shared.get_ref().label,
+    |half| half.shared.get_ref().address(),
     Ok(half.shared.fd())
 );
 connection_queries!(
     SendHalf,
-    |half| half.shared.get_ref().label,
+    |half| half.shared.get_ref().address(),
     Ok(half.shared.fd())
 );

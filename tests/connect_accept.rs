@@ -322,6 +322,7 @@ fn in_a_runtime_without_io_waiting_panics_as_tokio_does_and_the_connection_then_
         assert_eq!(a.address_id(), None);
         // Its blocking twin reports the loss too: an error, not a panic.
         let a = tokio_imc::blocking::ConnectedSocket::from_async(a);
+        assert!(format!("{a:?}").contains("lost"), "{a:?}");
         let err = a.peer_credentials().expect_err("no descriptor");
         assert_eq!(err.kind(), ErrorKind::NotConnected, "{err}");
         let err = a

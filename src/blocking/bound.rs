@@ -68,6 +68,16 @@ impl BoundSocket {
         self.inner.revoke(id)
     }
 
+    /// Ends every live connection admitted through an address; see
+    /// [`crate::BoundSocket::disconnect`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::BoundSocket::disconnect`].
+    pub fn disconnect(&self, id: AddressId) -> io::Result<usize> {
+        self.inner.disconnect(id)
+    }
+
     /// The id of the original address.
     pub fn address_id(&self) -> AddressId {
         self.inner.address_id()

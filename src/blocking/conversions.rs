@@ -6,10 +6,22 @@
 macro_rules! blocking_wrapper {
     ($blocking:ident, $async:ty) => {
         $crate::shared_impls::fd_traits!(
-            $blocking,
-            concat!("blocking::", stringify!($blocking)),
+            no_debug $blocking,
             |this| std::os::fd::AsFd::as_fd(&this.inner)
         );
+
+        impl std::fmt::Debug for $blocking {
+            /// The async twin's `Debug` (descriptor, address id), named
+            /// `blocking::Name`.
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let inner = if f.alternate() {
+                    format!("{:#?}", self.inner)
+                } else {
+                    format!("{:?}", self.inner)
+                };
+                write!(f, "blocking::{inner}")
+            }
+        }
 
         impl From<$blocking> for std::os::fd::OwnedFd {
             fn from(value: $blocking) -> std::os::fd::OwnedFd {

@@ -7,6 +7,7 @@
 //! descriptor made here is close-on-exec (see [`msg`], [`socket::pair`]).
 #![allow(unsafe_code)]
 
+pub(crate) mod endpoint;
 pub(crate) mod faults;
 pub(crate) mod fd;
 pub(crate) mod inherit;

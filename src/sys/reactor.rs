@@ -15,12 +15,14 @@
 //!
 //! Registering is `unsafe` (Tokio watches a descriptor *number*, which must stay
 //! open and the same for the registration's life). That is promised by
-//! [`OwnsFd`], and every type that implements it is defined in this file, with
-//! private fields, so that the promise can be checked here and nowhere else.
+//! [`OwnsFd`]; every type that implements it is defined in `sys/` with private
+//! fields (`EpollSet` here, `Endpoint` in `endpoint.rs`), so that the promise
+//! can be checked there and nowhere else.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Mutex, OnceLock, PoisonError};
+use std::task::{ready, Context, Poll};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use tokio::io::unix::AsyncFd;
@@ -53,43 +55,6 @@ pub(crate) unsafe trait OwnsFd: AsFd + AsRawFd {}
 
 // SAFETY: an `OwnedFd` closes its descriptor only when dropped and never changes it.
 unsafe impl OwnsFd for OwnedFd {}
-
-/// A connection's socket and a small label (the address it came through): with a
-/// 4-byte label, 8 bytes.
-#[derive(Debug)]
-pub(crate) struct Endpoint<L> {
-    /// Private, set once in `new` and moved out only by `into_fd`, which consumes
-    /// the endpoint: what `OwnsFd` below relies on.
-    fd: OwnedFd,
-    /// Free to change: the reactor does not look at it.
-    pub(crate) label: L,
-}
-
-impl<L> Endpoint<L> {
-    pub(crate) fn new(fd: OwnedFd, label: L) -> Self {
-        Endpoint { fd, label }
-    }
-
-    pub(crate) fn into_fd(self) -> OwnedFd {
-        self.fd
-    }
-}
-
-impl<L> AsFd for Endpoint<L> {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-impl<L> AsRawFd for Endpoint<L> {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
-// SAFETY: the descriptor is a private field (above), never replaced, and leaves
-// only by consuming the endpoint; `as_fd`/`as_raw_fd` always report it.
-unsafe impl<L> OwnsFd for Endpoint<L> {}
 
 /// A private epoll instance whose members are level-triggered, owning its
 /// descriptor; registered with Tokio as one descriptor.
@@ -183,6 +148,40 @@ pub(crate) trait Reactive {
         }
         let (registration, fd) = self.registration()?;
         registration.async_io(interest, |_| op(fd)).await
+    }
+
+    /// [`io`](Self::io) as a poll: `op` is tried directly while the descriptor is
+    /// not registered, then each time the reactor reports `interest`, and
+    /// `Pending` registers `cx`'s waker.
+    ///
+    /// Tokio keeps one waker per direction here (the last one polled), where
+    /// [`io`](Self::io) wakes every waiting task: a shared owner polled from
+    /// several tasks at once must use `io`.
+    fn poll_io<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        interest: Interest,
+        mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        if !self.is_registered() {
+            match inject(Call::FirstTry).and_then(|()| op(self.fd()?)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => return Poll::Ready(done),
+            }
+        }
+        let (registration, fd) = self.registration()?;
+        loop {
+            let mut ready = if interest.is_writable() {
+                ready!(registration.poll_write_ready(cx))?
+            } else {
+                ready!(registration.poll_read_ready(cx))?
+            };
+            // `try_io` clears the readiness only on `WouldBlock`, then we poll
+            // again, which registers the waker.
+            if let Ok(done) = ready.try_io(|_| op(fd)) {
+                return Poll::Ready(done);
+            }
+        }
     }
 }
 
@@ -380,14 +379,12 @@ impl<T: OwnsFd> Reactive for &SharedIo<T> {
 
 #[cfg(test)]
 mod tests {
-    use std::num::NonZeroU32;
-
     use super::*;
 
     #[test]
     fn a_connection_is_no_larger_than_a_tokio_unix_stream() {
-        type Connection = ExclusiveIo<Endpoint<Option<NonZeroU32>>>;
+        type Connection = ExclusiveIo<crate::sys::endpoint::Endpoint>;
         assert!(std::mem::size_of::<Connection>() <= std::mem::size_of::<tokio::net::UnixStream>());
-        assert_eq!(std::mem::size_of::<Endpoint<Option<NonZeroU32>>>(), 8);
+        assert_eq!(std::mem::size_of::<crate::sys::endpoint::Endpoint>(), 8);
     }
 }

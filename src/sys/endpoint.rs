@@ -1,0 +1,124 @@
+//! [`Endpoint`]: a connection's socket and the address it was admitted through;
+//! and the register of the live ones by address, which lets
+//! `BoundSocket::disconnect` end them wherever they are.
+//!
+//! The register holds descriptor *numbers*, and shuts them down. That is sound
+//! only because an endpoint takes its number out (under the register's lock)
+//! before its descriptor can close, in `Drop` and in `into_fd`; so while the lock
+//! is held, every number in the register is open and is that connection's
+//! socket. Both halves of that promise are in this file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::mem::ManuallyDrop;
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::sys::reactor::OwnsFd;
+use crate::sys::socket;
+use crate::AddressId;
+
+/// The live endpoints admitted through each address: a few words a connection.
+static ADMITTED: Mutex<BTreeMap<AddressId, BTreeSet<RawFd>>> = Mutex::new(BTreeMap::new());
+
+fn admitted() -> MutexGuard<'static, BTreeMap<AddressId, BTreeSet<RawFd>>> {
+    // Every change is one insert or remove: a poisoned map is still consistent.
+    ADMITTED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A connection's socket and the address it was accepted through (`None` for
+/// one made by `connect` or `pair`): 8 bytes.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    /// Private, set once in `new` and moved out only by `into_fd`, which consumes
+    /// the endpoint: what `OwnsFd` and the register rely on.
+    fd: OwnedFd,
+    /// Private too: the register is keyed by it.
+    address: Option<AddressId>,
+}
+
+impl Endpoint {
+    /// An endpoint; one admitted through an address joins the register.
+    pub(crate) fn new(fd: OwnedFd, address: Option<AddressId>) -> Self {
+        if let Some(id) = address {
+            admitted().entry(id).or_default().insert(fd.as_raw_fd());
+        }
+        Endpoint { fd, address }
+    }
+
+    /// The address it was admitted through.
+    pub(crate) fn address(&self) -> Option<AddressId> {
+        self.address
+    }
+
+    /// The descriptor, out of the register: no longer a connection that
+    /// `disconnect` can reach.
+    pub(crate) fn into_fd(self) -> OwnedFd {
+        let this = ManuallyDrop::new(self);
+        this.leave_register();
+        // SAFETY: `this` is never dropped (ManuallyDrop), so its `fd` is read out
+        // exactly once and has one owner, the caller; `address` is `Copy`.
+        unsafe { std::ptr::read(&this.fd) }
+    }
+
+    fn leave_register(&self) {
+        let Some(id) = self.address else {
+            return;
+        };
+        let mut admitted = admitted();
+        if let Some(numbers) = admitted.get_mut(&id) {
+            numbers.remove(&self.fd.as_raw_fd());
+            if numbers.is_empty() {
+                admitted.remove(&id);
+            }
+        }
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        // Before the descriptor closes (fields drop after this body).
+        self.leave_register();
+        match self.address {
+            Some(id) => {
+                tracing::debug!(fd = self.fd.as_raw_fd(), address_id = %id, "connection closed")
+            }
+            None => tracing::debug!(fd = self.fd.as_raw_fd(), "connection closed"),
+        }
+    }
+}
+
+impl AsFd for Endpoint {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Endpoint {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+// SAFETY: the descriptor is a private field (above), never replaced, and leaves
+// only by consuming the endpoint; `as_fd`/`as_raw_fd` always report it.
+unsafe impl OwnsFd for Endpoint {}
+
+/// Shuts down both directions of every live endpoint admitted through `id`;
+/// returns how many there were.
+pub(crate) fn shut_down_admitted(id: AddressId) -> usize {
+    let admitted = admitted();
+    let Some(numbers) = admitted.get(&id) else {
+        return 0;
+    };
+    for &number in numbers {
+        // SAFETY: a number is in the register only while an `Endpoint` owns it,
+        // and an endpoint leaves the register under this lock (held here) before
+        // its descriptor closes: so it is open, and is that connection's socket,
+        // for as long as this borrow lives.
+        let fd = unsafe { BorrowedFd::borrow_raw(number) };
+        // A peer that already closed its end changes nothing: ours still ends.
+        let _ = socket::shutdown(fd, Shutdown::Both);
+    }
+    numbers.len()
+}

@@ -1,0 +1,143 @@
+//! `revoke` + `disconnect` cut a holder off completely (issue #17, point 1).
+
+mod common;
+
+use std::io::ErrorKind;
+use std::time::Duration;
+
+use common::{bounded, connect_and_accept, ensure, fail, fails_with, run};
+use tokio_imc::make_bound_socket;
+
+#[test]
+fn revoke_then_disconnect_cuts_a_holder_off_wherever_its_connections_live() {
+    run(|| async {
+        let (_original, bound) = make_bound_socket()?;
+        let (alice_id, alice) = bound.mint_address()?;
+        let (bob_id, bob) = bound.mint_address()?;
+
+        // Bob's live connections, held by the server in three places: a task
+        // receiving on a split half, a task receiving on a whole connection, and
+        // a blocking connection receiving on a thread of its own.
+        let mut bobs_ends = Vec::new();
+        let (client, server) = connect_and_accept(&bob, &bound).await?;
+        bobs_ends.push(client);
+        let (receiver, sender) = server.into_split()?;
+        let split_task = tokio::spawn(async move { receiver.recv().await.map(|m| m.is_none()) });
+        let (client, mut server) = connect_and_accept(&bob, &bound).await?;
+        bobs_ends.push(client);
+        let whole_task = tokio::spawn(async move { server.recv().await.map(|m| m.is_none()) });
+        let (client, server) = connect_and_accept(&bob, &bound).await?;
+        bobs_ends.push(client);
+        let mut server = tokio_imc::blocking::ConnectedSocket::from_async(server);
+        let blocking_thread = std::thread::spawn(move || {
+            server
+                .recv_timeout(Duration::from_secs(20))
+                .map(|m| m.is_none())
+        });
+        // Alice, meanwhile.
+        let (mut alices_end, mut alices_server) = connect_and_accept(&alice, &bound).await?;
+        ensure(alices_server.address_id() == Some(alice_id), "alice's")?;
+        // And one request of bob's queued, not accepted.
+        let mut queued = bob.connect().await?;
+
+        bound.revoke(bob_id)?;
+        let ended = bound.disconnect(bob_id)?;
+        ensure(
+            ended == 3,
+            format!("three live connections ended, not {ended}"),
+        )?;
+
+        for (index, end) in bobs_ends.iter_mut().enumerate() {
+            ensure(
+                bounded("bob's recv", end.recv()).await??.is_none(),
+                format!("bob's connection {index} reads end-of-stream"),
+            )?;
+            fails_with(
+                end.send(b"let me in", &[]).await,
+                ErrorKind::BrokenPipe,
+                "bob's send after disconnect",
+            )?;
+        }
+        ensure(
+            bounded("queued recv", queued.recv()).await??.is_none(),
+            "bob's queued request ended (revoke)",
+        )?;
+        fails_with(
+            bob.connect().await,
+            ErrorKind::ConnectionRefused,
+            "bob's connect after revoke",
+        )?;
+        // Where the server held them, each receive ended too.
+        ensure(
+            bounded("split half", split_task)
+                .await?
+                .map_err(fail_join)??,
+            "the split half's recv ended",
+        )?;
+        ensure(
+            bounded("whole", whole_task).await?.map_err(fail_join)??,
+            "the whole connection's recv ended",
+        )?;
+        let ended = blocking_thread
+            .join()
+            .map_err(|_| fail("the blocking thread panicked"))??;
+        ensure(ended, "the blocking connection's recv ended")?;
+
+        // Alice is untouched, and can still be disconnected on her own.
+        alices_end.send(b"hello", &[]).await?;
+        let got = bounded("alice", alices_server.recv()).await??;
+        ensure(
+            got.is_some_and(|m| &m.data[..] == b"hello"),
+            "alice still talks",
+        )?;
+        // Ended, not gone: the send half is still held here, until dropped.
+        ensure(
+            bound.disconnect(bob_id)? == 1,
+            "the send half is still held",
+        )?;
+        drop(sender);
+        ensure(bound.disconnect(bob_id)? == 0, "nothing of bob's is left")?;
+        ensure(bound.disconnect(alice_id)? == 1, "alice's one connection")?;
+        Ok(())
+    });
+}
+
+fn fail_join(err: tokio::task::JoinError) -> std::io::Error {
+    fail(format!("a task failed: {err}"))
+}
+
+#[test]
+fn disconnect_reaches_only_this_sockets_addresses_and_forgets_dropped_connections() {
+    run(|| async {
+        let (address, bound) = make_bound_socket()?;
+        let (_other_address, other) = make_bound_socket()?;
+        let (other_id, _other_minted) = other.mint_address()?;
+        fails_with(
+            bound.disconnect(other_id),
+            ErrorKind::NotFound,
+            "disconnect of another socket's address",
+        )?;
+        fails_with(
+            bound.disconnect(other.address_id()),
+            ErrorKind::NotFound,
+            "disconnect of another socket's original",
+        )?;
+        // The original address counts, and a dropped connection is forgotten.
+        let (client, server) = connect_and_accept(&address, &bound).await?;
+        drop((client, server));
+        let (_client, _server) = connect_and_accept(&address, &bound).await?;
+        ensure(
+            bound.disconnect(bound.address_id())? == 1,
+            "only the live connection",
+        )?;
+        // A connection turned into a plain descriptor leaves the register.
+        let (_client, server) = connect_and_accept(&address, &bound).await?;
+        let fd = std::os::fd::OwnedFd::from(server);
+        ensure(
+            bound.disconnect(bound.address_id())? == 1,
+            "the descriptor is not reached (the one disconnected before still is)",
+        )?;
+        drop(fd);
+        Ok(())
+    });
+}
