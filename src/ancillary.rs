@@ -227,6 +227,20 @@ mod tests {
         values.iter().flat_map(|v| v.to_ne_bytes()).collect()
     }
 
+    /// Found by cargo-mutants (`<` taken for `<=` survived): a record of just a
+    /// header (`CMSG_LEN(0)`, 16 bytes) is well-formed and carries nothing; the
+    /// record after it is still read.
+    #[test]
+    fn a_header_only_record_is_empty_not_malformed() {
+        let mut control = record(libc::SOL_SOCKET, libc::SCM_RIGHTS, &[]);
+        assert_eq!(control.len(), 16);
+        control.extend(record(libc::SOL_SOCKET, libc::SCM_RIGHTS, &ints(&[7])));
+        let records: Vec<_> = parse(&control).collect();
+        assert_eq!(records.len(), 2, "{records:?}");
+        assert!(matches!(&records[0], Record::Rights(numbers) if (*numbers).count() == 0));
+        assert!(matches!(&records[1], Record::Rights(numbers) if (*numbers).eq([7])));
+    }
+
     #[test]
     fn sizes_match_the_kernel_abi() {
         assert_eq!(HEADER_LEN, 16);

@@ -214,3 +214,26 @@ fn failed_setups_leave_nothing_behind_and_the_next_call_works() {
         Ok(())
     });
 }
+
+/// Found by cargo-mutants (the "another task took it" guard could swallow any
+/// error): a failed receive on a minted address reaches `accept`'s caller as
+/// the transient error it is, and the request is served by the next call.
+#[test]
+fn a_failed_receive_in_accept_is_reported_and_the_request_still_served() {
+    run(|| async {
+        let (_address, bound) = make_bound_socket()?;
+        let (id, minted) = bound.mint_address()?;
+        let _client = minted.connect().await?;
+        let guard = FaultPlan::new(0)
+            .fail_nth(Call::RecvMsg, 1, libc::ENOMEM)
+            .install();
+        fails_with(
+            bounded("accept", bound.accept()).await?,
+            ErrorKind::OutOfMemory,
+            "accept whose receive failed",
+        )?;
+        ensure(guard.report().injected_total() == 1, "one receive failed")?;
+        let server = bounded("accept again", bound.accept()).await??;
+        ensure(server.address_id() == Some(id), "the same request, served")
+    });
+}
