@@ -130,6 +130,22 @@ pub(crate) trait Reactive {
     /// and the descriptor.
     fn registration(&mut self) -> io::Result<(&AsyncFd<Self::Watched>, BorrowedFd<'_>)>;
 
+    /// The direct attempt of [`io`](Self::io) and [`poll_io`](Self::poll_io):
+    /// `op`'s result, unless the descriptor is registered already or `op` would
+    /// block.
+    fn try_unregistered<R>(
+        &self,
+        op: &mut impl FnMut(BorrowedFd<'_>) -> io::Result<R>,
+    ) -> Option<io::Result<R>> {
+        if self.is_registered() {
+            return None;
+        }
+        match inject(Call::FirstTry).and_then(|()| op(self.fd()?)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            done => Some(done),
+        }
+    }
+
     /// Runs `op` until it does not fail with `WouldBlock`: once directly while the
     /// descriptor is not registered, then each time the reactor reports
     /// `interest`. `op` runs only inside a poll of the returned future, and its
@@ -140,11 +156,8 @@ pub(crate) trait Reactive {
         interest: Interest,
         mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<R>,
     ) -> io::Result<R> {
-        if !self.is_registered() {
-            match inject(Call::FirstTry).and_then(|()| op(self.fd()?)) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                done => return done,
-            }
+        if let Some(done) = self.try_unregistered(&mut op) {
+            return done;
         }
         let (registration, fd) = self.registration()?;
         registration.async_io(interest, |_| op(fd)).await
@@ -163,11 +176,8 @@ pub(crate) trait Reactive {
         interest: Interest,
         mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
-        if !self.is_registered() {
-            match inject(Call::FirstTry).and_then(|()| op(self.fd()?)) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                done => return Poll::Ready(done),
-            }
+        if let Some(done) = self.try_unregistered(&mut op) {
+            return Poll::Ready(done);
         }
         let (registration, fd) = self.registration()?;
         loop {
