@@ -185,8 +185,6 @@ impl BoundSocket {
         }
     }
 
-    /// Accepts from the original address alone; `None` when minting began, so the
-    /// caller switches to the set.
     /// [`accept`](Self::accept) as a poll, for `Stream` adapters (see also
     /// [`incoming`](Self::incoming)): `Ready` with what `accept` would return,
     /// `Pending` (with `cx`'s waker registered) while no request is queued. A
@@ -237,6 +235,8 @@ impl BoundSocket {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Accepts from the original address alone; `None` when minting began, so the
+    /// caller switches to the set.
     async fn accept_original(&self) -> io::Result<Option<ConnectedSocket>> {
         let set_made = self.set_made.notified();
         tokio::pin!(set_made);

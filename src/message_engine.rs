@@ -355,8 +355,11 @@ mod tests {
             for (n, &len) in lens.iter().enumerate() {
                 let sent = payload(n, len);
                 msg::send_msg(a.as_fd(), &sent, &[]).expect("send");
+                let spill_capacity = spill.capacity();
                 let received = msg::recv_appending(b.as_fd(), &mut buf, &mut spill, limit)
                     .expect("recv");
+                // It grows only to cover what the room in `buf` lacks.
+                prop_assert!(spill.capacity() <= spill_capacity.max(limit));
                 let kept = len.min(limit);
                 prop_assert_eq!(received.data_truncated, len > limit);
                 prop_assert_eq!(received.len, kept);

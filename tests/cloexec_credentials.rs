@@ -157,3 +157,33 @@ fn peer_credentials_name_who_created_the_pair_not_who_sent_the_request() {
             .map_err(io::Error::other)
     });
 }
+
+/// Descriptor number 0 is a descriptor like any other: in a process whose stdin
+/// is closed the kernel installs a received descriptor there, and it must reach
+/// the message (found by cargo-mutants: `raw < 0` as `raw <= 0` went unnoticed).
+#[test]
+fn a_descriptor_received_as_number_zero_is_kept() {
+    const TEST: &str = "a_descriptor_received_as_number_zero_is_kept";
+    if common::child_role().is_some() {
+        common::child_main(|| async {
+            use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+            let (mut a, mut b) = ConnectedSocket::pair()?;
+            let (_read_end, write_end) = common::pipe();
+            // SAFETY: this child process owns its stdin and nothing in it reads
+            // stdin; closing it frees number 0 for the next descriptor.
+            drop(unsafe { OwnedFd::from_raw_fd(0) });
+            a.send(b"into slot zero", &[write_end.as_fd()]).await?;
+            let message = b.recv().await?.ok_or_else(|| fail("closed"))?;
+            ensure(message.fds.len() == 1, "one descriptor arrived")?;
+            ensure(
+                message.fds[0].as_raw_fd() == 0,
+                format!("it was installed as 0, got {}", message.fds[0].as_raw_fd()),
+            )?;
+            ensure(
+                common::inode(&message.fds[0]) == common::inode(&write_end),
+                "the same pipe",
+            )
+        });
+    }
+    common::expect_success(common::child(TEST, "receiver").spawn().expect("spawn"));
+}

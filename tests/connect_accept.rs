@@ -334,3 +334,26 @@ fn in_a_runtime_without_io_waiting_panics_as_tokio_does_and_the_connection_then_
         assert_eq!(err.kind(), ErrorKind::NotConnected, "{err}");
     });
 }
+
+/// `AsRawFd` names the same descriptor as `AsFd` on every public type (a
+/// caller passing the number to a syscall must reach the right socket).
+#[test]
+fn raw_descriptor_numbers_name_the_sockets_themselves() {
+    use std::os::fd::AsRawFd;
+    run(|| async {
+        let (address, bound) = make_bound_socket()?;
+        let (client, server) = connect_and_accept(&address, &bound).await?;
+        for (what, raw, fd) in [
+            ("BoundSocket", bound.as_raw_fd(), bound.as_fd()),
+            ("SocketAddress", address.as_raw_fd(), address.as_fd()),
+            ("client ConnectedSocket", client.as_raw_fd(), client.as_fd()),
+            ("server ConnectedSocket", server.as_raw_fd(), server.as_fd()),
+        ] {
+            ensure(
+                raw == fd.as_raw_fd() && raw > 2,
+                format!("{what}: as_raw_fd {raw}, as_fd {}", fd.as_raw_fd()),
+            )?;
+        }
+        Ok(())
+    });
+}

@@ -237,3 +237,58 @@ fn a_failed_receive_in_accept_is_reported_and_the_request_still_served() {
         ensure(server.address_id() == Some(id), "the same request, served")
     });
 }
+
+/// Found by cargo-mutants: `revoke` of the original gives up dropping queued
+/// requests after 16 failed receives in a row (with a warning), rather than
+/// spinning for ever; a request it left queued is still never admitted: the
+/// next `accept` drops it unjudged and reports that no address is left.
+#[test]
+fn revoking_the_original_gives_up_on_a_failing_drain_and_still_admits_nothing() {
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    run(|| async {
+        let (address, bound) = make_bound_socket()?;
+        let mut queued = address.connect().await?;
+        let mut plan = FaultPlan::new(0);
+        for n in 1..=16 {
+            plan = plan.fail_nth(Call::RecvMsg, n, libc::ENOMEM);
+        }
+        let guard = plan.install();
+        bound.revoke(bound.address_id())?;
+        ensure(
+            guard.report().injected_total() == 16,
+            format!("16 receives failed: {:?}", guard.report()),
+        )?;
+        drop(guard);
+        let text = logs.text();
+        ensure(text.contains("could not all be dropped"), text)?;
+        fails_with(
+            bounded("accept after revoke", bound.accept()).await?,
+            ErrorKind::NotConnected,
+            "accept on a revoked original",
+        )?;
+        ensure(
+            bounded("recv on the queued request", queued.recv())
+                .await??
+                .is_none(),
+            "the queued client sees its connection end",
+        )
+    });
+}
+
+/// Found by cargo-mutants: an empty queue is the ordinary end of the drain, not
+/// a failure to be warned about.
+#[test]
+fn revoking_the_original_with_nothing_queued_warns_of_nothing() {
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    run(|| async {
+        let (_address, bound) = make_bound_socket()?;
+        bound.revoke(bound.address_id())?;
+        let text = logs.text();
+        ensure(
+            text.contains("revoked the original address") && !text.contains("could not"),
+            text,
+        )
+    });
+}

@@ -178,6 +178,10 @@ fn an_accepted_connection_is_not_handed_to_tokio_seqpacket_where_a_thief_could_b
         // A connection this process made itself converts, and works.
         let (mine, mut other) = tokio_imc::ConnectedSocket::pair()?;
         let converted = mine.into_seqpacket()?;
+        ensure(
+            is_nonblocking(converted.as_fd())?,
+            "tokio-seqpacket gets its socket with O_NONBLOCK set",
+        )?;
         converted.send(b"through tokio-seqpacket").await?;
         let got = other.recv().await?.ok_or_else(|| fail("closed"))?;
         ensure(
@@ -185,6 +189,26 @@ fn an_accepted_connection_is_not_handed_to_tokio_seqpacket_where_a_thief_could_b
             "the converted socket works",
         )?;
         drop(stolen_end);
+        // One that was non-blocking already stays so (setting the flag must not
+        // toggle it).
+        let (made_nonblocking, _other) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC | nix::sys::socket::SockFlag::SOCK_NONBLOCK,
+        )
+        .map_err(io::Error::from)?;
+        let converted = tokio_imc::ConnectedSocket::try_from(made_nonblocking)?.into_seqpacket()?;
+        ensure(
+            is_nonblocking(converted.as_fd())?,
+            "a socket that had O_NONBLOCK keeps it",
+        )?;
         Ok(())
     });
+}
+
+#[cfg(feature = "tokio-seqpacket")]
+fn is_nonblocking(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).map_err(io::Error::from)?);
+    Ok(flags.contains(OFlag::O_NONBLOCK))
 }

@@ -243,7 +243,9 @@ pub(crate) fn recv_appending(
 ) -> io::Result<Received> {
     let room = (buf.capacity() - buf.len()).min(limit);
     spill.clear();
-    spill.reserve(limit - room);
+    // Exact: the spill buffer lives as long as its thread, so it should not keep
+    // more than the largest shortfall it has covered.
+    spill.reserve_exact(limit - room);
     let head = &mut buf.spare_capacity_mut()[..room];
     let tail = &mut spill.spare_capacity_mut()[..limit - room];
     let mut received = recv_msg(socket, head, tail)?;
