@@ -65,6 +65,7 @@ mod incoming;
 #[cfg(feature = "tokio-seqpacket")]
 mod seqpacket_interop;
 mod shared_impls;
+mod shared_memory;
 mod split;
 // 4: built on the public types.
 pub mod blocking;
@@ -72,6 +73,8 @@ pub mod blocking;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod nacl;
+#[cfg(feature = "serde")]
+pub mod typed;
 
 /// Deterministic system-call fault injection, for this crate's own tests (the
 /// `fault-injection` feature; never enable it in a build you ship). See
@@ -95,4 +98,5 @@ pub use credentials::Credentials;
 pub use incoming::Incoming;
 pub use message::Message;
 pub use message_engine::MAX_RECV_SIZE;
+pub use shared_memory::{SharedMemory, SharedMemoryMut, DEFAULT_SHARED_MEMORY_LIMIT};
 pub use split::{RecvHalf, SendHalf};

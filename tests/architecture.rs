@@ -261,6 +261,7 @@ fn layer(node: &str) -> usize {
         "request" | "validate" | "message_engine" | "address_set" | "handoff" => 2,
         _ if node == "blocking" || node.starts_with("blocking/") => 4,
         _ if node == "nacl" || node.starts_with("nacl/") => 4,
+        _ if node == "typed" || node.starts_with("typed/") => 4,
         "fuzzing" | "lib" => 4,
         _ => 3,
     }

@@ -51,6 +51,8 @@ mod connection;
 mod conversions;
 mod runtime;
 mod split;
+#[cfg(feature = "serde")]
+pub mod typed;
 
 use std::io;
 

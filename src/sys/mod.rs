@@ -11,6 +11,7 @@ pub(crate) mod endpoint;
 pub(crate) mod faults;
 pub(crate) mod fd;
 pub(crate) mod inherit;
+pub(crate) mod memory;
 pub(crate) mod msg;
 pub(crate) mod reactor;
 pub(crate) mod socket;

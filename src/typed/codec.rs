@@ -1,0 +1,177 @@
+//! The typed record format (PROTOCOL.md, "Typed messages"): one tag byte, then
+//! either the postcard encoding itself or the length of an encoding that
+//! travels in a sealed memory object.
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::slots;
+use crate::{Message, SharedMemory, MAX_FDS_PER_MESSAGE};
+
+/// The encoding follows the tag in the record.
+const INLINE: u8 = 0;
+/// The record is the tag and a little-endian `u64` length; the record's first
+/// descriptor is a sealed memory object whose first `length` bytes are the
+/// encoding, and the slots index the descriptors after it.
+const IN_SHARED_MEMORY: u8 = 1;
+const SHARED_HEADER_LEN: usize = 1 + 8;
+
+/// The default limit on one typed message's encoding: 64 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// Encodings longer than this travel in shared memory (see benches/README.md
+/// for the measurement): below it one copy through the socket is cheaper than
+/// making, sealing and mapping a memory object; above it the other way round,
+/// and a record must stay within the socket's buffer anyway.
+pub(crate) const SHARED_MEMORY_THRESHOLD: usize = 64 << 10;
+
+/// One record ready to send.
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    pub record: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Serializes `value` into one record (its slots' descriptors beside it).
+pub(crate) fn encode<S: Serialize + ?Sized>(value: &S, max: usize) -> io::Result<Encoded> {
+    let (record, mut fds) = slots::serializing(
+        || postcard::serialize_with_flavor(value, Limited::new(max)),
+        |error| match error {
+            postcard::Error::SerializeBufferFull => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the message's encoding is longer than this channel's maximum of {max} bytes"
+                ),
+            ),
+            other => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("could not serialize the message: {other}"),
+            ),
+        },
+    )?;
+    let encoding = &record[1..];
+    if encoding.len() <= SHARED_MEMORY_THRESHOLD {
+        check_fd_count(fds.len(), MAX_FDS_PER_MESSAGE)?;
+        return Ok(Encoded { record, fds });
+    }
+    check_fd_count(fds.len(), MAX_FDS_PER_MESSAGE - 1)?;
+    let memory = SharedMemory::sealed_copy_fd(encoding)?;
+    fds.insert(0, memory);
+    let mut header = Vec::with_capacity(SHARED_HEADER_LEN);
+    header.push(IN_SHARED_MEMORY);
+    header.extend_from_slice(&(encoding.len() as u64).to_le_bytes());
+    Ok(Encoded {
+        record: header,
+        fds,
+    })
+}
+
+fn check_fd_count(count: usize, max: usize) -> io::Result<()> {
+    if count > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a typed message with {count} descriptor slots; at most {max} fit one record"),
+        ));
+    }
+    Ok(())
+}
+
+/// Deserializes one received record. Every error is `InvalidData` naming the
+/// reason, and closes every descriptor the record carried.
+pub(crate) fn decode<R: DeserializeOwned>(message: Message, max: usize) -> io::Result<R> {
+    let Message { data, mut fds, .. } = message;
+    match data.first() {
+        Some(&INLINE) => decode_from(&data[1..], fds),
+        Some(&IN_SHARED_MEMORY) => {
+            let Ok(header) = <[u8; 8]>::try_from(&data[1..]) else {
+                return Err(invalid(format!(
+                    "a shared-memory record of {} bytes; its header is {SHARED_HEADER_LEN}",
+                    data.len()
+                )));
+            };
+            let length = u64::from_le_bytes(header);
+            if length > max as u64 {
+                return Err(invalid(format!(
+                    "a message of {length} bytes, above this channel's maximum of {max}"
+                )));
+            }
+            if fds.is_empty() {
+                return Err(invalid(
+                    "a shared-memory record without its memory object".into(),
+                ));
+            }
+            let memory = SharedMemory::from_fd_to_read_whole(fds.remove(0), max as u64)
+                .map_err(|error| invalid(format!("the message's memory object: {error}")))?;
+            let Some(encoding) = memory.get(..length as usize) else {
+                return Err(invalid(format!(
+                    "the message's memory object holds {} bytes, fewer than the {length} its \
+                     header says",
+                    memory.len()
+                )));
+            };
+            decode_from(encoding, fds)
+        }
+        Some(tag) => Err(invalid(format!(
+            "a typed record with the unknown tag {tag}"
+        ))),
+        None => Err(invalid("an empty typed record".into())),
+    }
+}
+
+fn decode_from<R: DeserializeOwned>(encoding: &[u8], fds: Vec<OwnedFd>) -> io::Result<R> {
+    let (value, rest) = slots::deserializing(fds, || {
+        postcard::take_from_bytes::<R>(encoding).map(|(value, rest)| (value, rest.len()))
+    })?;
+    if rest > 0 {
+        return Err(invalid(format!(
+            "{rest} trailing byte(s) after the message's encoding"
+        )));
+    }
+    Ok(value)
+}
+
+fn invalid(why: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why)
+}
+
+/// A `Vec` flavor that starts with the inline tag and refuses to grow past
+/// the channel's maximum (so a huge value fails early, not after allocating).
+struct Limited {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl Limited {
+    fn new(max: usize) -> Limited {
+        let mut buf = Vec::with_capacity(128);
+        buf.push(INLINE);
+        Limited { buf, max }
+    }
+}
+
+impl postcard::ser_flavors::Flavor for Limited {
+    type Output = Vec<u8>;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if self.buf.len() - 1 + data.len() > self.max {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        if self.buf.len() > self.max {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.buf.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.buf)
+    }
+}

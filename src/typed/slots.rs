@@ -1,0 +1,252 @@
+//! Descriptor slots: how a value that owns a descriptor ([`Fd`],
+//! [`SocketAddress`], [`ConnectedSocket`], [`SharedMemory`]) is serialized.
+//!
+//! On the wire a slot is a `u32`: an index into the record's descriptor array
+//! (as D-Bus does). While a typed send serializes, each slot puts a duplicate
+//! of its descriptor in this thread's table and writes its index; while a typed
+//! receive deserializes, each slot takes its descriptor out of the table by
+//! index. Outside a typed send or receive there is no table, and a slot is a
+//! serialization error, not a panic.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{ConnectedSocket, SharedMemory, SocketAddress};
+
+/// A descriptor inside a typed message: it owns its [`OwnedFd`], and travels
+/// as a slot of the record (see [`typed`](crate::typed)).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use tokio_imc::typed::{Channel, Fd};
+///
+/// let (a, b) = tokio_imc::ConnectedSocket::pair()?;
+/// let (mut a, mut b) = (Channel::<Fd, ()>::new(a), Channel::<(), Fd>::new(b));
+/// let file = std::fs::File::open("/dev/null")?;
+/// a.send(&Fd::from(std::os::fd::OwnedFd::from(file))).await?;
+/// let received: Fd = b.recv().await?.expect("a message");
+/// # drop(received);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Fd(OwnedFd);
+
+impl Fd {
+    /// The descriptor, out of its slot.
+    pub fn into_inner(self) -> OwnedFd {
+        self.0
+    }
+}
+
+impl From<OwnedFd> for Fd {
+    fn from(fd: OwnedFd) -> Fd {
+        Fd(fd)
+    }
+}
+
+impl From<Fd> for OwnedFd {
+    fn from(fd: Fd) -> OwnedFd {
+        fd.0
+    }
+}
+
+impl AsFd for Fd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// The table of one typed send.
+#[derive(Default)]
+struct Sending {
+    fds: Vec<OwnedFd>,
+    error: Option<io::Error>,
+}
+
+/// The table of one typed receive.
+struct Receiving {
+    fds: Vec<Option<OwnedFd>>,
+    error: Option<io::Error>,
+}
+
+thread_local! {
+    static SENDING: RefCell<Option<Sending>> = const { RefCell::new(None) };
+    static RECEIVING: RefCell<Option<Receiving>> = const { RefCell::new(None) };
+}
+
+/// Runs `serialize` with a fresh slot table and returns what it made and the
+/// descriptors its slots put in the table, in index order. The first error a
+/// slot reported is returned in place of the serializer's (which cannot carry
+/// it).
+pub(crate) fn serializing<T>(
+    serialize: impl FnOnce() -> Result<T, postcard::Error>,
+    failed: impl FnOnce(postcard::Error) -> io::Error,
+) -> io::Result<(T, Vec<OwnedFd>)> {
+    let outer = SENDING.with(|table| table.replace(Some(Sending::default())));
+    let result = serialize();
+    let table = SENDING
+        .with(|table| table.replace(outer))
+        .unwrap_or_default();
+    match (result, table.error) {
+        (_, Some(error)) => Err(error),
+        (Ok(value), None) => Ok((value, table.fds)),
+        (Err(error), None) => Err(failed(error)),
+    }
+}
+
+/// Runs `deserialize` with `fds` as the slot table: every descriptor must be
+/// claimed by exactly one slot. On any error every descriptor is closed.
+pub(crate) fn deserializing<T>(
+    fds: Vec<OwnedFd>,
+    deserialize: impl FnOnce() -> Result<T, postcard::Error>,
+) -> io::Result<T> {
+    let table = Receiving {
+        fds: fds.into_iter().map(Some).collect(),
+        error: None,
+    };
+    let outer = RECEIVING.with(|slot| slot.replace(Some(table)));
+    let result = deserialize();
+    let table = RECEIVING.with(|slot| slot.replace(outer));
+    let Some(table) = table else {
+        return Err(io::Error::other("the slot table vanished during a receive"));
+    };
+    if let Some(error) = table.error {
+        return Err(error);
+    }
+    let value = result.map_err(|error| invalid(format!("a malformed message: {error}")))?;
+    let unclaimed: Vec<usize> = (table.fds.iter().enumerate())
+        .filter_map(|(index, fd)| fd.is_some().then_some(index))
+        .collect();
+    if !unclaimed.is_empty() {
+        return Err(invalid(format!(
+            "descriptor(s) {unclaimed:?} of the record were claimed by no slot of the message; \
+             all were closed"
+        )));
+    }
+    Ok(value)
+}
+
+fn invalid(why: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why)
+}
+
+/// Puts a duplicate of `fd` in the table of the send under way: its index.
+fn put<E: ser::Error>(fd: BorrowedFd<'_>, kind: &str) -> Result<u32, E> {
+    SENDING.with(|table| {
+        let mut table = table.borrow_mut();
+        let Some(table) = table.as_mut() else {
+            return Err(E::custom(format!(
+                "a {kind} can be serialized only by a typed send (tokio_imc::typed), which \
+                 carries its descriptor beside the bytes"
+            )));
+        };
+        let failed = |table: &mut Sending, error: io::Error| {
+            let message = error.to_string();
+            table.error.get_or_insert(error);
+            E::custom(message)
+        };
+        let Ok(index) = u32::try_from(table.fds.len()) else {
+            let error = io::Error::new(io::ErrorKind::InvalidInput, "too many descriptor slots");
+            return Err(failed(table, error));
+        };
+        match fd.try_clone_to_owned() {
+            Ok(duplicate) => {
+                table.fds.push(duplicate);
+                Ok(index)
+            }
+            Err(error) => {
+                let error = io::Error::new(
+                    error.kind(),
+                    format!("duplicating the descriptor of a {kind} slot: {error}"),
+                );
+                Err(failed(table, error))
+            }
+        }
+    })
+}
+
+/// Takes the descriptor at `index` out of the table of the receive under way,
+/// and makes a `T` of it.
+fn take<T, E: de::Error>(
+    index: u32,
+    kind: &str,
+    make: impl FnOnce(OwnedFd) -> io::Result<T>,
+) -> Result<T, E> {
+    RECEIVING.with(|table| {
+        let mut table = table.borrow_mut();
+        let Some(table) = table.as_mut() else {
+            return Err(E::custom(format!(
+                "a {kind} can be deserialized only by a typed receive (tokio_imc::typed), which \
+                 carries its descriptor beside the bytes"
+            )));
+        };
+        let count = table.fds.len();
+        let fd = match table.fds.get_mut(index as usize) {
+            None => Err(format!(
+                "a {kind} slot names descriptor {index}, past the record's {count}"
+            )),
+            Some(fd) => fd.take().ok_or_else(|| {
+                format!("descriptor {index} is claimed by two slots (the second a {kind})")
+            }),
+        };
+        let made = fd.and_then(|fd| {
+            make(fd).map_err(|error| format!("descriptor {index} in a {kind} slot: {error}"))
+        });
+        made.map_err(|why| {
+            let message = why.clone();
+            table.error.get_or_insert(invalid(why));
+            E::custom(message)
+        })
+    })
+}
+
+/// Serializes `fd` as a slot.
+fn serialize_slot<S: Serializer>(
+    fd: BorrowedFd<'_>,
+    kind: &str,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let index = put(fd, kind)?;
+    serializer.serialize_u32(index)
+}
+
+/// Deserializes a slot and makes a `T` of its descriptor.
+fn deserialize_slot<'de, D: Deserializer<'de>, T>(
+    deserializer: D,
+    kind: &str,
+    make: impl FnOnce(OwnedFd) -> io::Result<T>,
+) -> Result<T, D::Error> {
+    let index = u32::deserialize(deserializer)?;
+    take(index, kind, make)
+}
+
+macro_rules! slot_type {
+    ($type:ty, $kind:literal, $make:expr) => {
+        impl Serialize for $type {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serialize_slot(self.as_fd(), $kind, serializer)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $type {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserialize_slot(deserializer, $kind, $make)
+            }
+        }
+    };
+}
+
+slot_type!(Fd, "Fd", |fd| Ok(Fd(fd)));
+slot_type!(SocketAddress, "SocketAddress", SocketAddress::try_from);
+slot_type!(
+    ConnectedSocket,
+    "ConnectedSocket",
+    ConnectedSocket::try_from
+);
+slot_type!(SharedMemory, "SharedMemory", SharedMemory::try_from);
