@@ -28,7 +28,7 @@ use crate::typed::codec::{self, DEFAULT_MAX_MESSAGE_SIZE};
 pub struct Channel<S, R> {
     socket: ConnectedSocket,
     max_message_size: usize,
-    types: PhantomData<(fn(&S), fn() -> R)>,
+    types: PhantomData<fn(&S) -> R>,
 }
 
 /// The blocking twin of [`crate::typed::Receiver`].

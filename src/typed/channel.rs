@@ -16,7 +16,7 @@ pub struct Channel<S, R> {
     socket: ConnectedSocket,
     max_message_size: usize,
     // fn pointers: a channel holds no S or R, so it is Send + Sync whatever they are.
-    types: PhantomData<(fn(&S), fn() -> R)>,
+    types: PhantomData<fn(&S) -> R>,
 }
 
 /// The receiving half of a [`Channel`], usable through `&self`.
