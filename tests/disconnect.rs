@@ -141,3 +141,34 @@ fn disconnect_reaches_only_this_sockets_addresses_and_forgets_dropped_connection
         Ok(())
     });
 }
+
+/// Found by cargo-mutants: a bound socket disconnects only its own addresses'
+/// connections, even when another bound socket minted an id it never had.
+#[test]
+fn disconnect_refuses_another_bound_sockets_address_and_leaves_its_connections_alone() {
+    run(|| async {
+        let (_a_original, a) = make_bound_socket()?;
+        let (_a_minted_id, _a_minted) = a.mint_address()?;
+        let (_b_original, b) = make_bound_socket()?;
+        let (b_id, b_minted) = b.mint_address()?;
+        let (mut client, mut server) = connect_and_accept(&b_minted, &b).await?;
+        fails_with(
+            a.disconnect(b_id),
+            ErrorKind::NotFound,
+            "disconnect of b's address through a",
+        )?;
+        fails_with(
+            a.disconnect(b.address_id()),
+            ErrorKind::NotFound,
+            "disconnect of b's original through a",
+        )?;
+        client.send(b"still here", &[]).await?;
+        let got = bounded("recv", server.recv())
+            .await??
+            .ok_or_else(|| fail("closed"))?;
+        ensure(
+            &got.data[..] == b"still here",
+            "b's connection is untouched",
+        )
+    });
+}

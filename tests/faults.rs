@@ -292,3 +292,36 @@ fn revoking_the_original_with_nothing_queued_warns_of_nothing() {
         )
     });
 }
+
+/// Found by cargo-mutants: when another acceptor takes a minted address's
+/// request between `epoll_wait` and `recvmsg` (here, `EAGAIN` from that
+/// `recvmsg`, as the race gives), `accept` tries the set again rather than
+/// waiting for a readiness edge that may never come: the next request is
+/// served at once.
+#[test]
+fn a_request_taken_by_another_acceptor_first_does_not_stall_accept() {
+    run(|| async {
+        let (_address, bound) = make_bound_socket()?;
+        let (id, minted) = bound.mint_address()?;
+        // An accept that waits first, so the set is registered with the
+        // reactor (and readiness is edge-triggered from then on).
+        let (first, _first_client) = tokio::join!(bounded("first accept", bound.accept()), async {
+            tokio::task::yield_now().await;
+            minted.connect().await
+        });
+        first??;
+        let _client = minted.connect().await?;
+        // Twice: the second time inside the readiness guard, where a
+        // `WouldBlock` would clear the readiness the request still holds.
+        let guard = FaultPlan::new(0)
+            .fail_nth(Call::RecvMsg, 1, libc::EAGAIN)
+            .fail_nth(Call::RecvMsg, 2, libc::EAGAIN)
+            .install();
+        let server = bounded("accept", bound.accept()).await??;
+        ensure(
+            guard.report().injected_total() == 2,
+            "the race was played twice",
+        )?;
+        ensure(server.address_id() == Some(id), "the request, served")
+    });
+}
