@@ -109,3 +109,18 @@ fn revoke() {
         ],
     );
 }
+
+#[test]
+fn typed() {
+    run(
+        "typed",
+        &[
+            "[worker] confined: my root has 0 entries, no capabilities, Landlock and seccomp on",
+            "[server] sent job 1: 3145728 bytes of sealed memory and a reply address",
+            "[worker] job 3: read 9437184 bytes from shared memory, answered",
+            "[server] job 1 answered through its own address: 3145728 bytes, checksum matches",
+            "[server] job 3 answered through its own address: 9437184 bytes, checksum matches",
+            "[server] the worker exited with exit status: 0",
+        ],
+    );
+}
