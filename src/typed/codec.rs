@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::slots;
+use super::slots::{self, SlotFd};
 use crate::{Message, SharedMemory, MAX_FDS_PER_MESSAGE};
 
 /// The encoding follows the tag in the record.
@@ -32,7 +32,7 @@ pub(crate) const SHARED_MEMORY_THRESHOLD: usize = 64 << 10;
 #[derive(Debug)]
 pub(crate) struct Encoded {
     pub record: Vec<u8>,
-    pub fds: Vec<OwnedFd>,
+    pub fds: Vec<SlotFd>,
 }
 
 /// Serializes `value` into one record (its slots' descriptors beside it).
@@ -59,7 +59,7 @@ pub(crate) fn encode<S: Serialize + ?Sized>(value: &S, max: usize) -> io::Result
     }
     check_fd_count(fds.len(), MAX_FDS_PER_MESSAGE - 1)?;
     let memory = SharedMemory::sealed_copy_fd(encoding)?;
-    fds.insert(0, memory);
+    fds.insert(0, SlotFd::Owned(memory));
     let mut header = Vec::with_capacity(SHARED_HEADER_LEN);
     header.push(IN_SHARED_MEMORY);
     header.extend_from_slice(&(encoding.len() as u64).to_le_bytes());

@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
 
@@ -35,24 +36,34 @@ use crate::{ConnectedSocket, SharedMemory, SocketAddress};
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
-pub struct Fd(OwnedFd);
+pub struct Fd(Arc<OwnedFd>);
 
 impl Fd {
     /// The descriptor, out of its slot.
     pub fn into_inner(self) -> OwnedFd {
-        self.0
+        unshared(self.0)
     }
+}
+
+/// The `Arc` is shared only with the table of a send under way, which borrows
+/// the value the `Fd` is in: by the time its owner can move it, the table is
+/// gone. (A duplicate otherwise: unreachable, and safe if it were not.)
+fn unshared(fd: Arc<OwnedFd>) -> OwnedFd {
+    Arc::try_unwrap(fd).unwrap_or_else(|shared| match shared.try_clone() {
+        Ok(duplicate) => duplicate,
+        Err(err) => panic!("an Fd still shared with a send: {err}"),
+    })
 }
 
 impl From<OwnedFd> for Fd {
     fn from(fd: OwnedFd) -> Fd {
-        Fd(fd)
+        Fd(Arc::new(fd))
     }
 }
 
 impl From<Fd> for OwnedFd {
     fn from(fd: Fd) -> OwnedFd {
-        fd.0
+        fd.into_inner()
     }
 }
 
@@ -62,10 +73,30 @@ impl AsFd for Fd {
     }
 }
 
+/// A descriptor in the table of a send: an `Fd`'s own (shared, not
+/// duplicated: no system call per slot), a shared memory object's own, or a
+/// duplicate (addresses and connections).
+#[derive(Debug)]
+pub(crate) enum SlotFd {
+    Owned(OwnedFd),
+    Shared(Arc<OwnedFd>),
+    Memory(SharedMemory),
+}
+
+impl AsFd for SlotFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            SlotFd::Owned(fd) => fd.as_fd(),
+            SlotFd::Shared(fd) => fd.as_fd(),
+            SlotFd::Memory(memory) => memory.as_fd(),
+        }
+    }
+}
+
 /// The table of one typed send.
 #[derive(Default)]
 struct Sending {
-    fds: Vec<OwnedFd>,
+    fds: Vec<SlotFd>,
     error: Option<io::Error>,
 }
 
@@ -87,7 +118,7 @@ thread_local! {
 pub(crate) fn serializing<T>(
     serialize: impl FnOnce() -> Result<T, postcard::Error>,
     failed: impl FnOnce(postcard::Error) -> io::Error,
-) -> io::Result<(T, Vec<OwnedFd>)> {
+) -> io::Result<(T, Vec<SlotFd>)> {
     let outer = SENDING.with(|table| table.replace(Some(Sending::default())));
     let result = serialize();
     let table = SENDING
@@ -136,8 +167,9 @@ fn invalid(why: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why)
 }
 
-/// Puts a duplicate of `fd` in the table of the send under way: its index.
-fn put<E: ser::Error>(fd: BorrowedFd<'_>, kind: &str) -> Result<u32, E> {
+/// Puts a slot's descriptor (made by `make`, which may fail) in the table of
+/// the send under way: its index.
+fn put<E: ser::Error>(kind: &str, make: impl FnOnce() -> io::Result<SlotFd>) -> Result<u32, E> {
     SENDING.with(|table| {
         let mut table = table.borrow_mut();
         let Some(table) = table.as_mut() else {
@@ -155,9 +187,9 @@ fn put<E: ser::Error>(fd: BorrowedFd<'_>, kind: &str) -> Result<u32, E> {
             let error = io::Error::new(io::ErrorKind::InvalidInput, "too many descriptor slots");
             return Err(failed(table, error));
         };
-        match fd.try_clone_to_owned() {
-            Ok(duplicate) => {
-                table.fds.push(duplicate);
+        match make() {
+            Ok(fd) => {
+                table.fds.push(fd);
                 Ok(index)
             }
             Err(error) => {
@@ -206,13 +238,13 @@ fn take<T, E: de::Error>(
     })
 }
 
-/// Serializes `fd` as a slot.
+/// Serializes a slot whose descriptor `make` gives.
 fn serialize_slot<S: Serializer>(
-    fd: BorrowedFd<'_>,
     kind: &str,
+    make: impl FnOnce() -> io::Result<SlotFd>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    let index = put(fd, kind)?;
+    let index = put(kind, make)?;
     serializer.serialize_u32(index)
 }
 
@@ -227,10 +259,11 @@ fn deserialize_slot<'de, D: Deserializer<'de>, T>(
 }
 
 macro_rules! slot_type {
-    ($type:ty, $kind:literal, $make:expr) => {
+    ($type:ty, $kind:literal, |$this:ident| $put:expr, $make:expr) => {
         impl Serialize for $type {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serialize_slot(self.as_fd(), $kind, serializer)
+                let $this = self;
+                serialize_slot($kind, || $put, serializer)
             }
         }
 
@@ -242,11 +275,22 @@ macro_rules! slot_type {
     };
 }
 
-slot_type!(Fd, "Fd", |fd| Ok(Fd(fd)));
-slot_type!(SocketAddress, "SocketAddress", SocketAddress::try_from);
+slot_type!(Fd, "Fd", |fd| Ok(SlotFd::Shared(Arc::clone(&fd.0))), |fd| Ok(Fd::from(fd)));
+slot_type!(
+    SocketAddress,
+    "SocketAddress",
+    |address| address.as_fd().try_clone_to_owned().map(SlotFd::Owned),
+    SocketAddress::try_from
+);
 slot_type!(
     ConnectedSocket,
     "ConnectedSocket",
+    |connection| connection.as_fd().try_clone_to_owned().map(SlotFd::Owned),
     ConnectedSocket::try_from
 );
-slot_type!(SharedMemory, "SharedMemory", SharedMemory::try_from);
+slot_type!(
+    SharedMemory,
+    "SharedMemory",
+    |memory| Ok(SlotFd::Memory(memory.clone())),
+    SharedMemory::try_from
+);
