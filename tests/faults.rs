@@ -325,3 +325,25 @@ fn a_request_taken_by_another_acceptor_first_does_not_stall_accept() {
         ensure(server.address_id() == Some(id), "the request, served")
     });
 }
+
+/// Found by cargo-mutants: only `ECONNRESET` is read past (as the ordinary end
+/// of a conversation); any other failed receive reaches the caller, and the
+/// record is still there for the next call.
+#[test]
+fn a_failed_receive_is_reported_not_retried_and_the_record_kept() {
+    run(|| async {
+        let (mut a, mut b) = ConnectedSocket::pair()?;
+        a.send(b"kept", &[]).await?;
+        let guard = FaultPlan::new(0)
+            .fail_nth(Call::RecvMsg, 1, libc::ENOMEM)
+            .install();
+        fails_with(
+            bounded("recv", b.recv()).await?,
+            ErrorKind::OutOfMemory,
+            "a receive that failed",
+        )?;
+        ensure(guard.report().injected_total() == 1, "one receive failed")?;
+        let got = bounded("recv again", b.recv()).await??.ok_or_else(|| fail("closed"))?;
+        ensure(&got.data[..] == b"kept", "the record, received next")
+    });
+}
