@@ -305,14 +305,17 @@ fn bulk_one_way(settings: &Settings, size: usize) {
             }
         }
     });
-    let ipc = Side::new(format!("ipc-channel 0.23, {mb} MiB (receiver thread)"), |n| {
-        let start = Instant::now();
-        for _ in 0..n {
-            itx.send(filled(size)).expect("send");
-            ack_rx.recv().expect("ack");
-        }
-        start.elapsed()
-    });
+    let ipc = Side::new(
+        format!("ipc-channel 0.23, {mb} MiB (receiver thread)"),
+        |n| {
+            let start = Instant::now();
+            for _ in 0..n {
+                itx.send(filled(size)).expect("send");
+                ack_rx.recv().expect("ack");
+            }
+            start.elapsed()
+        },
+    );
 
     // The floor: fill, one memcpy, read.
     let memcpy = Side::new(format!("memcpy of {mb} MiB (fill, copy, read)"), |n| {

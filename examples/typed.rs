@@ -89,7 +89,12 @@ fn server() -> io::Result<()> {
             .await?;
             println!("[server] sent job {id}: {len} bytes of sealed memory and a reply address");
 
-            let connection = replies.accept().await?;
+            // The answer, unless the worker goes away first (its end of the job
+            // channel closes).
+            let connection = tokio::select! {
+                accepted = replies.accept() => accepted?,
+                _ = jobs.recv() => return Err(io::Error::other("the worker exited without answering")),
+            };
             if connection.address_id() != Some(reply_id) {
                 return Err(io::Error::other("an answer through the wrong address"));
             }

@@ -68,6 +68,9 @@ impl AddressSet {
         let id = AddressId::next()?;
         let mut members = self.members();
         self.io.get_ref().add(bound.as_fd(), id.get().into())?;
+        if members.is_empty() {
+            self.io.get_ref().clear_empty();
+        }
         members.insert(id, Member::Minted(bound));
         self.minted
             .lock()
@@ -88,17 +91,28 @@ impl AddressSet {
     /// requests (their clients see their connections end) and refuses its holders'
     /// later connects.
     ///
-    /// Out of the epoll set first, then out of the map: a failure leaves the
-    /// member served, as before, never watched but unknown (which would make
-    /// every `accept` spin on its readiness).
+    /// A minted member is shut down first: its end-of-stream makes the set
+    /// readable, which wakes every waiting `accept`, so one waiting when the
+    /// last address goes learns that none is left (`NotConnected`) instead of
+    /// waiting for ever. (The caller shuts the original down itself, first.)
+    /// Then out of the epoll set, then out of the map: a failure leaves the
+    /// member served, as before (reading end-of-stream, it is removed then),
+    /// never watched but unknown (which would make every `accept` spin on its
+    /// readiness).
     pub(crate) fn remove(&self, id: AddressId, original: BorrowedFd<'_>) -> io::Result<()> {
         let mut members = self.members();
         let fd = match members.get(&id).ok_or_else(|| unknown(id))? {
             Member::Original => original,
-            Member::Minted(bound) => bound.as_fd(),
+            Member::Minted(bound) => {
+                socket::shutdown(bound.as_fd(), std::net::Shutdown::Both)?;
+                bound.as_fd()
+            }
         };
         self.io.get_ref().delete(fd)?;
         members.remove(&id);
+        if members.is_empty() {
+            self.io.get_ref().signal_empty();
+        }
         Ok(())
     }
 
@@ -123,6 +137,15 @@ impl AddressSet {
                 io::ErrorKind::WouldBlock.into()
             });
         };
+        if token == EpollSet::EMPTY {
+            return if self.members().is_empty() {
+                Err(request::no_addresses())
+            } else {
+                // Minted into since it was marked: no longer empty.
+                self.io.get_ref().clear_empty();
+                Ok(None)
+            };
+        }
         let Some(id) = AddressId::from_token(token) else {
             return Ok(None);
         };

@@ -202,11 +202,10 @@ impl BoundSocket {
                 let original = self.io.fd();
                 let mut io = set.io();
                 let attempt = ready!(io.poll_io(cx, Interest::READABLE, |_| {
-                    let _admitting = self.admitting();
-                    set.try_accept(original)
+                    self.take_from_set(set, original)
                 }))?;
                 match attempt {
-                    Some((fd, id)) => return Poll::Ready(Ok(self.connection(fd, id))),
+                    Some(connection) => return Poll::Ready(Ok(connection)),
                     None => break true,
                 }
             }
@@ -284,8 +283,23 @@ impl BoundSocket {
         }
     }
 
+    /// Takes one request from the next ready address of the set and judges it,
+    /// as [`take_from_original`](Self::take_from_original) does for the
+    /// original. The connection is made (and enters the register `disconnect`
+    /// reads) under the admission lock: a `revoke` then `disconnect` either
+    /// finds it there or keeps it from being admitted.
+    fn take_from_set(
+        &self,
+        set: &AddressSet,
+        original: BorrowedFd<'_>,
+    ) -> io::Result<Option<ConnectedSocket>> {
+        let _admitting = self.admitting();
+        let taken = set.try_accept(original)?;
+        Ok(taken.map(|(fd, id)| self.connection(fd, id)))
+    }
+
     /// Shared by every accept attempt between taking a request off a socket and
-    /// judging it; `revoke` takes it exclusively.
+    /// making its connection; `revoke` takes it exclusively.
     fn admitting(&self) -> RwLockReadGuard<'_, ()> {
         self.admission
             .read()
@@ -297,13 +311,10 @@ impl BoundSocket {
         loop {
             let mut io = set.io();
             let attempt = io
-                .io(Interest::READABLE, |_| {
-                    let _admitting = self.admitting();
-                    set.try_accept(original)
-                })
+                .io(Interest::READABLE, |_| self.take_from_set(set, original))
                 .await?;
             match attempt {
-                Some((fd, id)) => return Ok(self.connection(fd, id)),
+                Some(connection) => return Ok(connection),
                 // Dropped: as in `accept_original`.
                 None => tokio::task::consume_budget().await,
             }
@@ -441,7 +452,9 @@ impl BoundSocket {
     /// completely. The server need not keep its connections for this: each one
     /// is known by address (a few words of memory a connection, taken on
     /// accept and given back when it is dropped). A connection turned into a
-    /// plain descriptor (`OwnedFd::from`, `into_seqpacket`) is no longer reached.
+    /// plain descriptor (`OwnedFd::from`) is no longer reached. The register is
+    /// this process's: a connection's descriptor sent to another process is
+    /// ended too only because `shutdown` acts on the socket both share.
     ///
     /// # Errors
     ///
@@ -468,11 +481,12 @@ impl BoundSocket {
         }
         let original = self.io.fd();
         let cut_off = || -> io::Result<()> {
+            // Holders' sends now fail with EPIPE; and its end-of-stream wakes
+            // any `accept` waiting on the set (see `AddressSet::remove`).
+            socket::shutdown(original, Shutdown::Both)?;
             if let Some(set) = self.set.get() {
                 set.remove(self.id, original)?;
             }
-            // Holders' sends now fail with EPIPE.
-            socket::shutdown(original, Shutdown::Both)?;
             Ok(())
         };
         if let Err(err) = cut_off() {

@@ -28,8 +28,9 @@ impl<'a> Incoming<'a> {
 impl BoundSocket {
     /// The connections as a `futures_core::Stream`, one [`poll_accept`](Self::poll_accept)
     /// a item: transient errors are items, and the stream ends when no address is
-    /// left (the final `NotConnected` of `accept`). Poll it from one task at a
-    /// time, as `poll_accept`.
+    /// left (the final `NotConnected` of `accept`), for good: an address
+    /// minted after that is served by a new `incoming()` or `accept`. Poll it
+    /// from one task at a time, as `poll_accept`.
     ///
     /// # Examples
     ///

@@ -156,14 +156,14 @@ impl SharedMemory {
         )?))
     }
 
-    /// `from_fd_with_limit` for a receiver about to read every byte: the pages
-    /// are mapped up front.
+    /// `from_fd_with_limit` for a receiver about to read its first `len`
+    /// bytes: their pages are mapped up front (see `Access::ReadFirst`).
     #[cfg_attr(not(feature = "serde"), allow(dead_code))]
-    pub(crate) fn from_fd_to_read_whole(fd: OwnedFd, limit: u64) -> io::Result<SharedMemory> {
+    pub(crate) fn from_fd_to_read(fd: OwnedFd, limit: u64, len: usize) -> io::Result<SharedMemory> {
         Ok(SharedMemory::from_sealed(SealedObject::verify(
             fd,
             limit,
-            Access::ReadAll,
+            Access::ReadFirst(len),
         )?))
     }
 
@@ -172,6 +172,19 @@ impl SharedMemory {
     #[cfg_attr(not(feature = "serde"), allow(dead_code))]
     pub(crate) fn sealed_copy_fd(bytes: &[u8]) -> io::Result<OwnedFd> {
         memory::sealed_copy(bytes)
+    }
+
+    /// Its descriptor, as `From<SharedMemory> for OwnedFd` gives it, but with
+    /// an error instead of a panic when a clone's duplicate cannot be made.
+    ///
+    /// # Errors
+    ///
+    /// What `fcntl(F_DUPFD_CLOEXEC)` reports (`EMFILE`), for a clone only.
+    pub fn try_into_fd(self) -> io::Result<OwnedFd> {
+        match Arc::try_unwrap(self.object) {
+            Ok(object) => Ok(object.into_fd()),
+            Err(shared) => shared.fd().try_clone_to_owned(),
+        }
     }
 
     /// The bytes as a [`bytes::Bytes`], without copying: the mapping lives as
@@ -220,13 +233,11 @@ impl From<SharedMemory> for OwnedFd {
     ///
     /// If a clone cannot be duplicated because the process is out of
     /// descriptors (`EMFILE`); the last (or only) clone never panics.
+    /// [`SharedMemory::try_into_fd`] reports that as an error instead.
     fn from(memory: SharedMemory) -> OwnedFd {
-        match Arc::try_unwrap(memory.object) {
-            Ok(object) => object.into_fd(),
-            Err(shared) => match shared.fd().try_clone_to_owned() {
-                Ok(fd) => fd,
-                Err(err) => panic!("duplicating a shared memory descriptor: {err}"),
-            },
+        match memory.try_into_fd() {
+            Ok(fd) => fd,
+            Err(err) => panic!("duplicating a shared memory descriptor: {err}"),
         }
     }
 }

@@ -5,7 +5,7 @@ mod common;
 use std::io::ErrorKind;
 use std::time::Duration;
 
-use common::{bounded, connect_and_accept, ensure, fail, fails_with, run};
+use common::{bounded, connect_and_accept, ensure, fail, fails_with, run, run_multi_thread};
 use tokio_imc::make_bound_socket;
 
 #[test]
@@ -170,5 +170,88 @@ fn disconnect_refuses_another_bound_sockets_address_and_leaves_its_connections_a
             &got.data[..] == b"still here",
             "b's connection is untouched",
         )
+    });
+}
+
+/// Found by review: a connection accepted through the address set was made
+/// (and entered the register `disconnect` reads) after the admission lock was
+/// released, so a `revoke` + `disconnect` racing an accept could miss it. Now
+/// every connection an accept returns either came before the revoke (and the
+/// disconnect ended it) or was never admitted. A race, run many times.
+#[test]
+fn revoke_then_disconnect_racing_an_accept_never_lets_a_connection_through() {
+    run_multi_thread(|| async {
+        for round in 0..300 {
+            let (_original, bound) = make_bound_socket()?;
+            let bound = std::sync::Arc::new(bound);
+            let (bob_id, bob) = bound.mint_address()?;
+            let _bobs_end = bob.connect().await?;
+            let acceptor = {
+                let bound = bound.clone();
+                tokio::spawn(async move { bound.accept().await })
+            };
+            let cutter = {
+                let bound = bound.clone();
+                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    bound.revoke(bob_id)?;
+                    bound.disconnect(bob_id)?;
+                    // So that an accept that admitted nothing ends.
+                    bound.revoke(bound.address_id())
+                })
+            };
+            cutter.await.map_err(std::io::Error::other)??;
+            match bounded("accept", acceptor)
+                .await?
+                .map_err(std::io::Error::other)?
+            {
+                Err(e) if e.kind() == ErrorKind::NotConnected => {}
+                Err(e) => return Err(e),
+                Ok(mut connection) => {
+                    let ended = tokio::time::timeout(Duration::from_secs(5), connection.recv())
+                        .await
+                        .map_err(|_| {
+                            fail(format!("round {round}: a live connection got through"))
+                        })??;
+                    ensure(ended.is_none(), format!("round {round}: ended"))?;
+                }
+            }
+        }
+        Ok(())
+    });
+}
+
+/// Found with the race above: an `accept` waiting on the address set when the
+/// last address is revoked learns that none is left, in either order of
+/// revoking, instead of waiting for ever.
+#[test]
+fn an_accept_waiting_when_the_last_address_is_revoked_ends_with_not_connected() {
+    run(|| async {
+        for minted_first in [true, false] {
+            let (_original, bound) = make_bound_socket()?;
+            let bound = std::sync::Arc::new(bound);
+            let (minted_id, _minted) = bound.mint_address()?;
+            let waiting = {
+                let bound = bound.clone();
+                tokio::spawn(async move { bound.accept().await.map(drop) })
+            };
+            tokio::task::yield_now().await;
+            let order = if minted_first {
+                [minted_id, bound.address_id()]
+            } else {
+                [bound.address_id(), minted_id]
+            };
+            for id in order {
+                bound.revoke(id)?;
+                tokio::task::yield_now().await;
+            }
+            fails_with(
+                bounded("the waiting accept", waiting)
+                    .await?
+                    .map_err(std::io::Error::other)?,
+                ErrorKind::NotConnected,
+                "an accept with no address left",
+            )?;
+        }
+        Ok(())
     });
 }

@@ -1,6 +1,7 @@
 //! Runs every example the way a newcomer would, and checks what it prints.
 //! `cargo test` builds the examples into `target/<profile>/examples/`.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -20,7 +21,43 @@ fn run(name: &str, expected: &[&str]) {
         "{} was not built (cargo test builds examples)",
         path.display()
     );
-    let output = Command::new(&path).output().expect("run example");
+    // Bounded: an example that hangs fails the test instead of stalling CI.
+    // The pipes are drained on threads so a chatty example cannot fill them.
+    let mut child = Command::new(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run example");
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout_reader = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr_reader = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for example") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{name} hung:\n{}\n{}",
+                String::from_utf8_lossy(&stdout_reader.join().expect("stdout")),
+                String::from_utf8_lossy(&stderr_reader.join().expect("stderr"))
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let output = std::process::Output {
+        status,
+        stdout: stdout_reader.join().expect("stdout"),
+        stderr: stderr_reader.join().expect("stderr"),
+    };
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -343,7 +343,40 @@ fn a_failed_receive_is_reported_not_retried_and_the_record_kept() {
             "a receive that failed",
         )?;
         ensure(guard.report().injected_total() == 1, "one receive failed")?;
-        let got = bounded("recv again", b.recv()).await??.ok_or_else(|| fail("closed"))?;
+        let got = bounded("recv again", b.recv())
+            .await??
+            .ok_or_else(|| fail("closed"))?;
         ensure(&got.data[..] == b"kept", "the record, received next")
+    });
+}
+
+/// Found by review: a peer that sends an empty record and then closes with
+/// records of ours unread, between our `recvmsg` and the check for more
+/// records, leaves `ECONNRESET` pending for that check. It is read past like
+/// the reset before it (here injected at that check's peek, the race's
+/// outcome): the record behind the empty one arrives, then end-of-stream.
+#[test]
+fn a_reset_during_the_end_of_stream_check_is_read_past() {
+    run(|| async {
+        let (ours, theirs) = common::raw_pair(nix::sys::socket::SockType::SeqPacket);
+        common::raw_send(theirs.as_fd(), b"", &[])?;
+        common::raw_send(theirs.as_fd(), b"after the empty one", &[])?;
+        drop(theirs);
+        let mut ours = ConnectedSocket::try_from(ours)?;
+        let guard = FaultPlan::new(0)
+            .fail_nth(Call::RecvMsg, 2, libc::ECONNRESET)
+            .install();
+        let got = bounded("recv", ours.recv())
+            .await??
+            .ok_or_else(|| fail("ended early"))?;
+        ensure(
+            guard.report().injected_total() == 1,
+            "the peek met the reset",
+        )?;
+        ensure(&got.data[..] == b"after the empty one", "the record behind")?;
+        ensure(
+            bounded("recv", ours.recv()).await??.is_none(),
+            "then end-of-stream",
+        )
     });
 }

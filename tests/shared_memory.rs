@@ -100,7 +100,7 @@ fn try_from_checks_kind_seals_and_size_before_mapping() {
             ("a pipe", common::pipe().0, "carry seals"),
             (
                 "a regular file",
-                OwnedFd::from(std::fs::File::open("/proc/self/exe").expect("open")),
+                OwnedFd::from(std::fs::File::open("/proc/self/stat").expect("open")),
                 "carry seals",
             ),
             (

@@ -142,7 +142,10 @@ fn a_slot_outside_a_typed_send_is_an_error_not_a_panic() {
         let err = postcard::to_allocvec(&fd).expect_err("no typed send under way");
         assert!(matches!(err, postcard::Error::SerdeSerCustom), "{err:?}");
         let decoded: Result<Fd, _> = postcard::from_bytes(&[0]);
-        assert!(decoded.is_err());
+        assert!(
+            matches!(decoded, Err(postcard::Error::SerdeDeCustom)),
+            "{decoded:?}"
+        );
     });
 }
 
@@ -194,5 +197,58 @@ fn a_cancelled_typed_receive_loses_no_message() {
         )?;
         tx.send(&18).await?;
         ensure(other.recv().await? == Some(18), "and back")
+    });
+}
+
+#[test]
+fn an_inline_message_above_the_receivers_maximum_is_refused() {
+    run(|| async {
+        let (a, b) = ConnectedSocket::pair()?;
+        let mut sender: Channel<Vec<u8>, ()> = Channel::new(a);
+        let mut receiver: Channel<(), Vec<u8>> = Channel::new(b).with_max_message_size(100);
+        sender.send(&vec![1u8; 1000]).await?;
+        let err = common::fails_with(
+            bounded("recv", receiver.recv()).await?,
+            ErrorKind::InvalidData,
+            "an inline message above the maximum",
+        )?;
+        ensure(err.to_string().contains("maximum of 100"), err.to_string())?;
+        sender.send(&vec![2u8; 10]).await?;
+        ensure(
+            bounded("recv", receiver.recv()).await?? == Some(vec![2u8; 10]),
+            "the next one arrives",
+        )
+    });
+}
+
+/// A `Deserialize` that panics after a slot took its descriptor.
+#[derive(Debug)]
+struct Bomb;
+
+impl<'de> Deserialize<'de> for Bomb {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Bomb, D::Error> {
+        panic!("a user's Deserialize panicked");
+    }
+}
+
+#[test]
+fn a_panic_in_a_users_deserialize_leaves_no_table_and_no_descriptor_behind() {
+    run(|| async {
+        let (a, b) = ConnectedSocket::pair()?;
+        let mut sender: Channel<(Fd, u8), ()> = Channel::new(a);
+        let (read_end, write_end) = common::pipe();
+        sender.send(&(Fd::from(write_end), 0)).await?;
+        drop(read_end);
+        let receiving = tokio::spawn(async move {
+            let mut receiver: Channel<(), (Fd, Bomb)> = Channel::new(b);
+            let _ = receiver.recv().await;
+        });
+        let joined = bounded("the panicking receive", receiving).await?;
+        ensure(joined.is_err_and(|e| e.is_panic()), "the receive panicked")?;
+        // The table is gone with the panic: a slot outside a typed receive is
+        // an error again, and the received pipe end was closed (checked by
+        // `run` against the descriptors open before).
+        let decoded: Result<Fd, _> = postcard::from_bytes(&[0]);
+        ensure(decoded.is_err(), "no stale table to take a descriptor from")
     });
 }

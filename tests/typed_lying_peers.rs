@@ -50,6 +50,24 @@ fn memfd(len: i64, seals: SealFlag) -> OwnedFd {
     fd
 }
 
+/// A memfd holding `bytes`, with `seals`.
+fn memfd_with(bytes: &[u8], seals: SealFlag) -> OwnedFd {
+    let fd = memfd_create(c"liar", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+        .expect("memfd_create");
+    nix::unistd::write(&fd, bytes).expect("write");
+    if !seals.is_empty() {
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).expect("seal");
+    }
+    fd
+}
+
+/// A shared-memory record header claiming `length` bytes.
+fn shared_header(length: u64) -> Vec<u8> {
+    let mut record = vec![1];
+    record.extend_from_slice(&length.to_le_bytes());
+    record
+}
+
 fn sealed() -> SealFlag {
     SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW
 }
@@ -118,7 +136,7 @@ fn lies() -> Vec<Lie> {
             record: vec![0, 3, 0],
             fds: || {
                 vec![OwnedFd::from(
-                    std::fs::File::open("/proc/self/exe").expect("open exe"),
+                    std::fs::File::open("/proc/self/stat").expect("open /proc/self/stat"),
                 )]
             },
             reason: "carry seals",
@@ -162,6 +180,26 @@ fn lies() -> Vec<Lie> {
             },
             fds: Vec::new,
             reason: "without its memory object",
+        },
+        Lie {
+            what: "a large-message record whose slot is past the descriptors after the object",
+            record: shared_header(2),
+            // `Probe::Fd(5)`; one slot descriptor after the memory object.
+            fds: || vec![memfd_with(&[0, 5], sealed()), common::pipe().0],
+            reason: "past the record's 1",
+        },
+        Lie {
+            what: "a large-message record whose memory object is not sealed",
+            record: shared_header(2),
+            fds: || vec![memfd_with(&[6, 7], SealFlag::empty())],
+            reason: "without the seals",
+        },
+        Lie {
+            what: "a slot index above u32::MAX",
+            // Probe::Fd(2^33)
+            record: vec![0, 0, 0x80, 0x80, 0x80, 0x80, 0x20],
+            fds: pipe_end,
+            reason: "malformed",
         },
         Lie {
             what: "a large-message header of the wrong length",

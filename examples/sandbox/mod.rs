@@ -197,6 +197,8 @@ pub fn seccomp_allowlist() -> io::Result<()> {
         nix::libc::SYS_writev,
         nix::libc::SYS_lseek,
         nix::libc::SYS_fstat,
+        // Which filesystem a received memory object lives on (huge pages are refused).
+        nix::libc::SYS_fstatfs,
         nix::libc::SYS_statx,
         nix::libc::SYS_newfstatat,
         // What the escape attempts call: the filter is not what stops them

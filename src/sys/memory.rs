@@ -6,7 +6,8 @@
 //!   frozen, so nothing else can write to its pages while we hold `&mut`;
 //! - [`SealedObject`]: one whose seals were checked before it was mapped, so
 //!   nobody, its creator included, can change, shrink or grow it again: its
-//!   bytes are immutable and reading them can never fault (`SIGBUS`).
+//!   bytes are immutable and reading them can never fault (`SIGBUS`; huge-page
+//!   objects, which could, are refused).
 
 use std::io;
 use std::num::NonZeroUsize;
@@ -23,6 +24,10 @@ pub(crate) const REQUIRED_SEALS: SealFlag = SealFlag::F_SEAL_WRITE
     .union(SealFlag::F_SEAL_SHRINK)
     .union(SealFlag::F_SEAL_GROW);
 
+/// Slack for [`Access::ReadFirst`]: an object is "not much longer" than the
+/// bytes to read if it ends within a page of them.
+const PAGE: usize = 4096;
+
 /// How a mapping is used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Access {
@@ -30,9 +35,11 @@ pub(crate) enum Access {
     Write,
     /// Read, perhaps only in part: pages are mapped as they are touched.
     Read,
-    /// Read whole and soon: every page mapped up front (`MAP_POPULATE`), one
-    /// call instead of a fault per page.
-    ReadAll,
+    /// Its first `n` bytes read whole and soon: every page mapped up front
+    /// (`MAP_POPULATE`, one call instead of a fault per page), but only when
+    /// the object is not much longer than that, so a sender cannot make us
+    /// populate a large sparse object for a short message.
+    ReadFirst(usize),
 }
 
 /// A mapping of `len` bytes, unmapped on drop. `len == 0` maps nothing (`mmap`
@@ -60,10 +67,11 @@ impl Mapping {
                 MapFlags::MAP_SHARED,
             ),
             Access::Read => (ProtFlags::PROT_READ, MapFlags::MAP_SHARED),
-            Access::ReadAll => (
+            Access::ReadFirst(n) if len <= n.saturating_add(PAGE) => (
                 ProtFlags::PROT_READ,
                 MapFlags::MAP_SHARED | MapFlags::MAP_POPULATE,
             ),
+            Access::ReadFirst(_) => (ProtFlags::PROT_READ, MapFlags::MAP_SHARED),
         };
         // SAFETY: a fresh mapping at an address the kernel picks (no existing
         // memory is replaced); `fd` is an open memory object of at least `len`
@@ -227,6 +235,15 @@ impl SealedObject {
                 "a memory object without the seals {missing:?}: its sender could still change, \
                  shrink or grow it under our mapping"
             )));
+        }
+        // Hugetlbfs objects take seals too, but a page can still fail to
+        // appear at fault time (the hugetlb cgroup limit): SIGBUS.
+        let filesystem = nix::sys::statfs::fstatfs(&fd)
+            .map_err(|err| io::Error::from(err).with_context("fstatfs"))?;
+        if filesystem.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC {
+            return Err(invalid(
+                "a huge-page memory object (hugetlbfs): reading it can fault with SIGBUS".into(),
+            ));
         }
         let stat = fstat(&fd).map_err(|err| io::Error::from(err).with_context("fstat"))?;
         if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {

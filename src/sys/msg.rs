@@ -302,7 +302,13 @@ pub(crate) fn record_queued(socket: BorrowedFd<'_>) -> io::Result<bool> {
     inject(Call::SockOpt)?;
     setsockopt(&socket, ReceiveTimestamp, &true)?;
     let mut byte = [MaybeUninit::<u8>::uninit(); 1];
-    let peeked = recv_msg_with(socket, &mut byte, &mut [], RECV_FLAGS | libc::MSG_PEEK);
+    let mut peek = || recv_msg_with(socket, &mut byte, &mut [], RECV_FLAGS | libc::MSG_PEEK);
+    // A peer that closed with records of ours unread leaves ECONNRESET pending
+    // (reported once, ahead of what it sent): it says nothing of what is queued.
+    let peeked = match peek() {
+        Err(err) if err.raw_os_error() == Some(libc::ECONNRESET) => peek(),
+        other => other,
+    };
     setsockopt(&socket, ReceiveTimestamp, &false)?;
     let peeked = peeked?;
     Ok(peeked.len > 0

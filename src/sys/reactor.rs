@@ -62,15 +62,43 @@ unsafe impl OwnsFd for OwnedFd {}
 pub(crate) struct EpollSet {
     /// Private and never replaced: what `OwnsFd` below relies on.
     epoll: Epoll,
+    /// A member that is readable while the set has no address left
+    /// ([`EpollSet::EMPTY`]), so that every waiting `accept` wakes and sees
+    /// it. (A removed address's own end-of-stream cannot do this: `epoll_wait`
+    /// re-checks readiness, and a member deleted from the set reports nothing.)
+    empty: nix::sys::eventfd::EventFd,
 }
 
 impl EpollSet {
     /// `epoll_create1(EPOLL_CLOEXEC)`.
     pub(crate) fn new() -> io::Result<Self> {
+        use nix::sys::eventfd::{EfdFlags, EventFd};
         inject(Call::EpollCreate)?;
-        Ok(EpollSet {
+        let set = EpollSet {
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
-        })
+            empty: EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
+        };
+        set.add(set.empty.as_fd(), Self::EMPTY)?;
+        Ok(set)
+    }
+
+    /// The token of the member that is readable while no address is left
+    /// (no address id is 0).
+    pub(crate) const EMPTY: u64 = 0;
+
+    /// Marks the set as having no address left: readable until
+    /// [`clear_empty`](Self::clear_empty).
+    pub(crate) fn signal_empty(&self) {
+        // Fails only if the counter would overflow, which a flag never does.
+        if let Err(err) = self.empty.write(1) {
+            tracing::warn!(error = %err, "could not mark an address set empty");
+        }
+    }
+
+    /// Undoes [`signal_empty`](Self::signal_empty) (an address was added).
+    pub(crate) fn clear_empty(&self) {
+        // `EAGAIN` when it was not marked: nothing to undo.
+        let _ = self.empty.read();
     }
 
     /// Watches `fd` for readability, reported with `token`.

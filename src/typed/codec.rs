@@ -84,6 +84,10 @@ fn check_fd_count(count: usize, max: usize) -> io::Result<()> {
 pub(crate) fn decode<R: DeserializeOwned>(message: Message, max: usize) -> io::Result<R> {
     let Message { data, mut fds, .. } = message;
     match data.first() {
+        Some(&INLINE) if data.len() - 1 > max => Err(invalid(format!(
+            "a message of {} bytes, above this channel's maximum of {max}",
+            data.len() - 1
+        ))),
         Some(&INLINE) => decode_from(&data[1..], fds),
         Some(&IN_SHARED_MEMORY) => {
             let Ok(header) = <[u8; 8]>::try_from(&data[1..]) else {
@@ -103,7 +107,7 @@ pub(crate) fn decode<R: DeserializeOwned>(message: Message, max: usize) -> io::R
                     "a shared-memory record without its memory object".into(),
                 ));
             }
-            let memory = SharedMemory::from_fd_to_read_whole(fds.remove(0), max as u64)
+            let memory = SharedMemory::from_fd_to_read(fds.remove(0), max as u64, length as usize)
                 .map_err(|error| invalid(format!("the message's memory object: {error}")))?;
             let Some(encoding) = memory.get(..length as usize) else {
                 return Err(invalid(format!(

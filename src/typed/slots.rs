@@ -45,9 +45,11 @@ impl Fd {
     }
 }
 
-/// The `Arc` is shared only with the table of a send under way, which borrows
-/// the value the `Fd` is in: by the time its owner can move it, the table is
-/// gone. (A duplicate otherwise: unreachable, and safe if it were not.)
+/// The `Arc` is shared only with the tables of sends under way, which borrow
+/// the value the `Fd` is in; only interior mutability (an `Fd` taken out of a
+/// `Mutex` while another thread's send of it waits) lets its owner move it
+/// meanwhile, and then it gets a duplicate (a panic only if the process is
+/// out of descriptors).
 fn unshared(fd: Arc<OwnedFd>) -> OwnedFd {
     Arc::try_unwrap(fd).unwrap_or_else(|shared| match shared.try_clone() {
         Ok(duplicate) => duplicate,
@@ -111,6 +113,36 @@ thread_local! {
     static RECEIVING: RefCell<Option<Receiving>> = const { RefCell::new(None) };
 }
 
+/// Runs `body` with `table` installed in `key`, and returns what it gave and
+/// the table. Whatever happens in `body` (a user's `Serialize` or
+/// `Deserialize` may panic), the table that was installed before is put back
+/// when this returns or unwinds, and this one is dropped with its descriptors.
+fn with_table<T: 'static, R>(
+    key: &'static std::thread::LocalKey<RefCell<Option<T>>>,
+    table: T,
+    body: impl FnOnce() -> R,
+) -> (R, Option<T>) {
+    struct Restore<T: 'static> {
+        key: &'static std::thread::LocalKey<RefCell<Option<T>>>,
+        outer: Option<T>,
+    }
+    impl<T: 'static> Drop for Restore<T> {
+        fn drop(&mut self) {
+            let outer = self.outer.take();
+            // Taken out first and dropped after the borrow ends: dropping a
+            // table runs no code of ours that touches the key, but keep it so.
+            let ours = self.key.with(|slot| slot.replace(outer));
+            drop(ours);
+        }
+    }
+    let outer = key.with(|slot| slot.replace(Some(table)));
+    let restore = Restore { key, outer };
+    let result = body();
+    let table = key.with(|slot| slot.take());
+    drop(restore);
+    (result, table)
+}
+
 /// Runs `serialize` with a fresh slot table and returns what it made and the
 /// descriptors its slots put in the table, in index order. The first error a
 /// slot reported is returned in place of the serializer's (which cannot carry
@@ -119,11 +151,8 @@ pub(crate) fn serializing<T>(
     serialize: impl FnOnce() -> Result<T, postcard::Error>,
     failed: impl FnOnce(postcard::Error) -> io::Error,
 ) -> io::Result<(T, Vec<SlotFd>)> {
-    let outer = SENDING.with(|table| table.replace(Some(Sending::default())));
-    let result = serialize();
-    let table = SENDING
-        .with(|table| table.replace(outer))
-        .unwrap_or_default();
+    let (result, table) = with_table(&SENDING, Sending::default(), serialize);
+    let table = table.unwrap_or_default();
     match (result, table.error) {
         (_, Some(error)) => Err(error),
         (Ok(value), None) => Ok((value, table.fds)),
@@ -141,9 +170,7 @@ pub(crate) fn deserializing<T>(
         fds: fds.into_iter().map(Some).collect(),
         error: None,
     };
-    let outer = RECEIVING.with(|slot| slot.replace(Some(table)));
-    let result = deserialize();
-    let table = RECEIVING.with(|slot| slot.replace(outer));
+    let (result, table) = with_table(&RECEIVING, table, deserialize);
     let Some(table) = table else {
         return Err(io::Error::other("the slot table vanished during a receive"));
     };
@@ -275,7 +302,9 @@ macro_rules! slot_type {
     };
 }
 
-slot_type!(Fd, "Fd", |fd| Ok(SlotFd::Shared(Arc::clone(&fd.0))), |fd| Ok(Fd::from(fd)));
+slot_type!(Fd, "Fd", |fd| Ok(SlotFd::Shared(Arc::clone(&fd.0))), |fd| {
+    Ok(Fd::from(fd))
+});
 slot_type!(
     SocketAddress,
     "SocketAddress",
