@@ -380,3 +380,30 @@ fn a_reset_during_the_end_of_stream_check_is_read_past() {
         )
     });
 }
+
+/// Found by cargo-mutants: a transient `accept` error is an item of
+/// `incoming()`, and the stream goes on; only "no address left" ends it.
+#[test]
+fn a_transient_accept_error_is_an_item_of_incoming_and_the_stream_goes_on() {
+    use futures_util::StreamExt;
+    run(|| async {
+        let (_address, bound) = make_bound_socket()?;
+        let (id, minted) = bound.mint_address()?;
+        let _client = minted.connect().await?;
+        let mut incoming = bound.incoming();
+        let guard = FaultPlan::new(0)
+            .fail_nth(Call::RecvMsg, 1, libc::ENOMEM)
+            .install();
+        let first = bounded("first item", incoming.next()).await?;
+        ensure(
+            matches!(&first, Some(Err(e)) if e.kind() == ErrorKind::OutOfMemory),
+            format!("the failed receive as an item: {first:?}"),
+        )?;
+        drop(guard);
+        let second = bounded("second item", incoming.next()).await?;
+        ensure(
+            matches!(&second, Some(Ok(c)) if c.address_id() == Some(id)),
+            format!("then the connection: {second:?}"),
+        )
+    });
+}
