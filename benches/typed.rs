@@ -14,9 +14,8 @@ mod harness;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use harness::{compare, target, Settings, Side};
+use harness::{compare, current_thread, target, timed_async, Settings, Side};
 use serde::{Deserialize, Serialize};
-use tokio::runtime::Runtime;
 use tokio_imc::typed::{Channel, Fd};
 use tokio_imc::{blocking, ConnectedSocket, SharedMemory};
 
@@ -43,19 +42,6 @@ fn main() {
     if settings.wants("threshold") {
         threshold(&settings);
     }
-}
-
-fn current_thread() -> Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn timed_async<F: std::future::Future<Output = ()>>(rt: &Runtime, f: F) -> Duration {
-    let start = Instant::now();
-    rt.block_on(f);
-    start.elapsed()
 }
 
 fn null_fd() -> OwnedFd {

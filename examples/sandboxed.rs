@@ -43,20 +43,7 @@ const ABSTRACT_VAR: &str = "SANDBOX_DEMO_ABSTRACT";
 const TCP_VAR: &str = "SANDBOX_DEMO_TCP";
 
 fn main() -> io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(io::stderr)
-        .init();
-    match std::env::args().nth(1).as_deref() {
-        Some("child") => child(),
-        _ => parent(),
-    }
-}
-
-fn runtime() -> io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    sandbox::main("child", child, parent)
 }
 
 fn parent() -> io::Result<()> {
@@ -75,7 +62,7 @@ fn parent() -> io::Result<()> {
         path.display()
     );
 
-    let result = runtime()?.block_on(async {
+    let result = sandbox::runtime()?.block_on(async {
         let (address, bound) = make_bound_socket()?;
         let mut command = std::process::Command::new(std::env::current_exe()?);
         command
@@ -239,7 +226,7 @@ fn child() -> io::Result<()> {
         ));
     }
 
-    runtime()?.block_on(async {
+    sandbox::runtime()?.block_on(async {
         let address = SocketAddress::try_from(address_fd)?;
         let mut connection = address.connect().await?;
         println!("[child] connected to my parent through the inherited address");

@@ -44,24 +44,11 @@ fn checksum(bytes: &[u8]) -> u64 {
 }
 
 fn main() -> io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(io::stderr)
-        .init();
-    match std::env::args().nth(1).as_deref() {
-        Some("worker") => worker(),
-        _ => server(),
-    }
-}
-
-fn runtime() -> io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    sandbox::main("worker", worker, server)
 }
 
 fn server() -> io::Result<()> {
-    runtime()?.block_on(async {
+    sandbox::runtime()?.block_on(async {
         let (ours, theirs) = ConnectedSocket::pair()?;
         let mut command = std::process::Command::new(std::env::current_exe()?);
         command.arg("worker");
@@ -135,7 +122,7 @@ fn worker() -> io::Result<()> {
         "[worker] confined: my root has {entries} entries, no capabilities, Landlock and \
          seccomp on"
     );
-    runtime()?.block_on(async {
+    sandbox::runtime()?.block_on(async {
         let mut jobs: Channel<(), Job> = Channel::new(ConnectedSocket::try_from(jobs_fd)?);
         while let Some(job) = jobs.recv().await? {
             // The mapping is read-only and sealed: nobody can change it under us.

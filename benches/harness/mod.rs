@@ -183,3 +183,23 @@ pub fn timed(f: impl FnOnce()) -> Duration {
     f();
     start.elapsed()
 }
+
+/// A current-thread runtime with IO and time, as every single-thread side uses.
+pub fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Times `f` run to completion on `rt` (the clock starts inside the runtime).
+pub fn timed_async<F: std::future::Future<Output = ()>>(
+    rt: &tokio::runtime::Runtime,
+    f: F,
+) -> Duration {
+    rt.block_on(async {
+        let start = Instant::now();
+        f.await;
+        start.elapsed()
+    })
+}

@@ -4,6 +4,32 @@
 
 use std::io;
 
+/// The examples' `main`: logs to stderr (`RUST_LOG`), then runs `inside` when
+/// started with the argument `role` (the confined child), `outside` otherwise.
+pub fn main(
+    role: &str,
+    inside: fn() -> io::Result<()>,
+    outside: fn() -> io::Result<()>,
+) -> io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(io::stderr)
+        .init();
+    if std::env::args().nth(1).as_deref() == Some(role) {
+        inside()
+    } else {
+        outside()
+    }
+}
+
+/// A current-thread runtime, made after confinement (no thread may exist
+/// before `unshare(CLONE_NEWUSER)`).
+pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 /// Confines this process for good: namespaces and an empty root, no
 /// privileges, Landlock granting nothing, a seccomp allowlist. Returns how many
 /// entries the (empty) root had, listed while it still could be.

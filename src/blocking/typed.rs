@@ -15,174 +15,140 @@
 
 use std::fmt;
 use std::io;
-use std::marker::PhantomData;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::runtime::{block_on, block_on_timeout};
 use super::{ConnectedSocket, RecvHalf, SendHalf};
-use crate::typed::codec::{self, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::typed;
 
-/// The blocking twin of [`crate::typed::Channel`].
+/// The blocking twin of [`crate::typed::Channel`]: the async channel, driven by
+/// the blocking facade's runtime.
 pub struct Channel<S, R> {
-    socket: ConnectedSocket,
-    max_message_size: usize,
-    types: PhantomData<fn(&S) -> R>,
+    inner: typed::Channel<S, R>,
 }
 
 /// The blocking twin of [`crate::typed::Receiver`].
 pub struct Receiver<R> {
-    half: RecvHalf,
-    max_message_size: usize,
-    types: PhantomData<fn() -> R>,
+    inner: typed::Receiver<R>,
 }
 
 /// The blocking twin of [`crate::typed::Sender`].
 pub struct Sender<S> {
-    half: SendHalf,
-    max_message_size: usize,
-    types: PhantomData<fn(&S)>,
+    inner: typed::Sender<S>,
 }
 
 impl<S: Serialize, R: DeserializeOwned> Channel<S, R> {
     /// See [`crate::typed::Channel::new`].
     pub fn new(socket: ConnectedSocket) -> Channel<S, R> {
         Channel {
-            socket,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            types: PhantomData,
+            inner: typed::Channel::new(socket.inner),
         }
     }
 
     /// See [`crate::typed::Channel::with_max_message_size`].
-    pub fn with_max_message_size(mut self, bytes: usize) -> Channel<S, R> {
-        self.max_message_size = bytes;
-        self
+    pub fn with_max_message_size(self, bytes: usize) -> Channel<S, R> {
+        Channel {
+            inner: self.inner.with_max_message_size(bytes),
+        }
     }
 
     /// The largest encoding this channel sends or accepts, in bytes.
     pub fn max_message_size(&self) -> usize {
-        self.max_message_size
+        self.inner.max_message_size()
     }
 
     /// See [`crate::typed::Channel::send`]. Blocks while the socket's buffer is
     /// full.
     pub fn send(&mut self, value: &S) -> io::Result<()> {
-        let encoded = codec::encode(value, self.max_message_size)?;
-        self.socket
-            .send(&encoded.record, &crate::typed::borrowed(&encoded))
+        block_on("send", self.inner.send(value))?
     }
 
     /// As [`send`](Self::send), failing with `TimedOut` after `limit`; a
     /// timed-out send sent nothing.
     pub fn send_timeout(&mut self, value: &S, limit: Duration) -> io::Result<()> {
-        let encoded = codec::encode(value, self.max_message_size)?;
-        self.socket
-            .send_timeout(&encoded.record, &crate::typed::borrowed(&encoded), limit)
+        block_on_timeout("send", limit, self.inner.send(value))
     }
 
     /// See [`crate::typed::Channel::recv`].
     pub fn recv(&mut self) -> io::Result<Option<R>> {
-        decode(self.socket.recv()?, self.max_message_size)
+        block_on("recv", self.inner.recv())?
     }
 
     /// As [`recv`](Self::recv), failing with `TimedOut` after `limit`; no
     /// message is lost by the timeout.
     pub fn recv_timeout(&mut self, limit: Duration) -> io::Result<Option<R>> {
-        decode(self.socket.recv_timeout(limit)?, self.max_message_size)
+        block_on_timeout("recv", limit, self.inner.recv())
     }
 
     /// See [`crate::typed::Channel::into_split`].
     pub fn into_split(self) -> io::Result<(Receiver<R>, Sender<S>)> {
-        let (recv, send) = self.socket.into_split()?;
-        Ok((
-            Receiver {
-                half: recv,
-                max_message_size: self.max_message_size,
-                types: PhantomData,
-            },
-            Sender {
-                half: send,
-                max_message_size: self.max_message_size,
-                types: PhantomData,
-            },
-        ))
+        let (recv, send) = self.inner.into_split()?;
+        Ok((Receiver { inner: recv }, Sender { inner: send }))
     }
 
     /// The connection, for untyped use.
     pub fn into_inner(self) -> ConnectedSocket {
-        self.socket
+        ConnectedSocket {
+            inner: self.inner.into_inner(),
+        }
     }
 }
 
 impl<R: DeserializeOwned> Receiver<R> {
     /// See [`crate::typed::Receiver::recv`].
     pub fn recv(&self) -> io::Result<Option<R>> {
-        decode(self.half.recv()?, self.max_message_size)
+        block_on("recv", self.inner.recv())?
     }
 
     /// As [`recv`](Self::recv), failing with `TimedOut` after `limit`.
     pub fn recv_timeout(&self, limit: Duration) -> io::Result<Option<R>> {
-        decode(self.half.recv_timeout(limit)?, self.max_message_size)
+        block_on_timeout("recv", limit, self.inner.recv())
     }
 
     /// The half, for untyped use.
     pub fn into_inner(self) -> RecvHalf {
-        self.half
+        RecvHalf {
+            inner: self.inner.into_inner(),
+        }
     }
 }
 
 impl<S: Serialize> Sender<S> {
     /// See [`crate::typed::Sender::send`].
     pub fn send(&self, value: &S) -> io::Result<()> {
-        let encoded = codec::encode(value, self.max_message_size)?;
-        self.half
-            .send(&encoded.record, &crate::typed::borrowed(&encoded))
+        block_on("send", self.inner.send(value))?
     }
 
     /// As [`send`](Self::send), failing with `TimedOut` after `limit`.
     pub fn send_timeout(&self, value: &S, limit: Duration) -> io::Result<()> {
-        let encoded = codec::encode(value, self.max_message_size)?;
-        self.half
-            .send_timeout(&encoded.record, &crate::typed::borrowed(&encoded), limit)
+        block_on_timeout("send", limit, self.inner.send(value))
     }
 
     /// The half, for untyped use.
     pub fn into_inner(self) -> SendHalf {
-        self.half
+        SendHalf {
+            inner: self.inner.into_inner(),
+        }
     }
-}
-
-fn decode<R: DeserializeOwned>(
-    message: Option<crate::Message>,
-    max: usize,
-) -> io::Result<Option<R>> {
-    message
-        .map(|message| codec::decode(message, max))
-        .transpose()
 }
 
 impl<S, R> fmt::Debug for Channel<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("blocking::typed::Channel")
-            .field("socket", &self.socket)
-            .finish()
+        write!(f, "blocking::{:?}", self.inner)
     }
 }
 
 impl<R> fmt::Debug for Receiver<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("blocking::typed::Receiver")
-            .field("half", &self.half)
-            .finish()
+        write!(f, "blocking::{:?}", self.inner)
     }
 }
 
 impl<S> fmt::Debug for Sender<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("blocking::typed::Sender")
-            .field("half", &self.half)
-            .finish()
+        write!(f, "blocking::{:?}", self.inner)
     }
 }

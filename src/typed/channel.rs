@@ -155,7 +155,7 @@ impl<S: Serialize> Sender<S> {
     }
 }
 
-pub(crate) fn borrowed(encoded: &Encoded) -> Vec<BorrowedFd<'_>> {
+fn borrowed(encoded: &Encoded) -> Vec<BorrowedFd<'_>> {
     encoded.fds.iter().map(AsFd::as_fd).collect()
 }
 

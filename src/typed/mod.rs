@@ -49,10 +49,9 @@
 //! [`SharedMemory`]: crate::SharedMemory
 
 mod channel;
-pub(crate) mod codec;
+mod codec;
 mod slots;
 
-pub(crate) use channel::borrowed;
 pub use channel::{Channel, Receiver, Sender};
 pub use codec::DEFAULT_MAX_MESSAGE_SIZE;
 pub use slots::Fd;

@@ -194,16 +194,21 @@ fn invalid(why: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why)
 }
 
+/// Why a slot cannot be (de)serialized without a table.
+fn outside(kind: &str, done: &str, by: &str) -> String {
+    format!(
+        "a {kind} can be {done} only by a typed {by} (tokio_imc::typed), which carries its \
+         descriptor beside the bytes"
+    )
+}
+
 /// Puts a slot's descriptor (made by `make`, which may fail) in the table of
 /// the send under way: its index.
 fn put<E: ser::Error>(kind: &str, make: impl FnOnce() -> io::Result<SlotFd>) -> Result<u32, E> {
     SENDING.with(|table| {
         let mut table = table.borrow_mut();
         let Some(table) = table.as_mut() else {
-            return Err(E::custom(format!(
-                "a {kind} can be serialized only by a typed send (tokio_imc::typed), which \
-                 carries its descriptor beside the bytes"
-            )));
+            return Err(E::custom(outside(kind, "serialized", "send")));
         };
         let failed = |table: &mut Sending, error: io::Error| {
             let message = error.to_string();
@@ -240,10 +245,7 @@ fn take<T, E: de::Error>(
     RECEIVING.with(|table| {
         let mut table = table.borrow_mut();
         let Some(table) = table.as_mut() else {
-            return Err(E::custom(format!(
-                "a {kind} can be deserialized only by a typed receive (tokio_imc::typed), which \
-                 carries its descriptor beside the bytes"
-            )));
+            return Err(E::custom(outside(kind, "deserialized", "receive")));
         };
         let count = table.fds.len();
         let fd = match table.fds.get_mut(index as usize) {
