@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -116,11 +116,11 @@ fn shapes() -> impl Strategy<Value = Shape> {
         ".{0,40}".prop_map(Shape::Text),
         Just(Shape::Slot),
         any::<bool>().prop_map(Shape::Maybe),
-        // Mostly small; sometimes past the 64 KiB at which a message moves to
-        // shared memory.
+        // Mostly small; sometimes past the record limit (about 208 KiB) at
+        // which a message moves to shared memory.
         prop_oneof![
             4 => proptest::collection::vec(any::<u8>(), 0..300),
-            1 => (60_000usize..140_000).prop_map(|n| (0..n).map(|i| (i % 253) as u8).collect()),
+            1 => (150_000usize..300_000).prop_map(|n| (0..n).map(|i| (i % 253) as u8).collect()),
         ]
         .prop_map(Shape::Blob),
     ];
@@ -165,13 +165,16 @@ proptest! {
             let slot_count = slots(&shape) + extra_model.iter().filter(|&&s| s).count();
             let message = Rich { tree, extra, tail };
             let (a, b) = ConnectedSocket::pair()?;
+            let limit = nix::sys::socket::getsockopt(&a.as_fd(), nix::sys::socket::sockopt::SndBuf)
+                .map_err(std::io::Error::from)?
+                - 32;
             let mut sender: Channel<Rich, ()> = Channel::new(a);
             let mut receiver: Channel<(), Rich> = Channel::new(b);
             // Whether it must go in shared memory (which takes a descriptor of
             // the 253), must stay inline, or could be either.
             let blobs = blob_bytes(&shape);
-            let refused = slot_count > 253 || (slot_count == 253 && blobs > 64 << 10);
-            let accepted = slot_count <= 252 || (slot_count == 253 && blobs < 50_000);
+            let refused = slot_count > 253 || (slot_count == 253 && blobs > limit);
+            let accepted = slot_count <= 252 || (slot_count == 253 && blobs + 30_000 < limit);
             match sender.send(&message).await {
                 Err(err) if !accepted => {
                     common::ensure(err.kind() == ErrorKind::InvalidInput, format!("{err}"))?;

@@ -15,6 +15,7 @@ use crate::{ConnectedSocket, RecvHalf, SendHalf};
 pub struct Channel<S, R> {
     socket: ConnectedSocket,
     max_message_size: usize,
+    record_limit: usize,
     // fn pointers: a channel holds no S or R, so it is Send + Sync whatever they are.
     types: PhantomData<fn(&S) -> R>,
 }
@@ -30,6 +31,7 @@ pub struct Receiver<R> {
 pub struct Sender<S> {
     half: SendHalf,
     max_message_size: usize,
+    record_limit: usize,
     types: PhantomData<fn(&S)>,
 }
 
@@ -37,7 +39,11 @@ impl<S: Serialize, R: DeserializeOwned> Channel<S, R> {
     /// A typed channel over `socket`, with a maximum message size of
     /// [`DEFAULT_MAX_MESSAGE_SIZE`].
     pub fn new(socket: ConnectedSocket) -> Channel<S, R> {
+        let record_limit = socket
+            .fd()
+            .map_or(codec::FALLBACK_RECORD_LIMIT, codec::record_limit);
         Channel {
+            record_limit,
             socket,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             types: PhantomData,
@@ -68,7 +74,7 @@ impl<S: Serialize, R: DeserializeOwned> Channel<S, R> {
     /// Cancel safe: the message is encoded before the first await, and a
     /// cancelled send sent nothing.
     pub async fn send(&mut self, value: &S) -> io::Result<()> {
-        let encoded = codec::encode(value, self.max_message_size)?;
+        let encoded = codec::encode(value, self.max_message_size, self.record_limit)?;
         self.socket.send(&encoded.record, &borrowed(&encoded)).await
     }
 
@@ -108,6 +114,7 @@ impl<S: Serialize, R: DeserializeOwned> Channel<S, R> {
             Sender {
                 half: send,
                 max_message_size: self.max_message_size,
+                record_limit: self.record_limit,
                 types: PhantomData,
             },
         ))
@@ -145,7 +152,7 @@ impl<S: Serialize> Sender<S> {
     ///
     /// Cancel safe, as [`Channel::send`].
     pub async fn send(&self, value: &S) -> io::Result<()> {
-        let encoded = codec::encode(value, self.max_message_size)?;
+        let encoded = codec::encode(value, self.max_message_size, self.record_limit)?;
         self.half.send(&encoded.record, &borrowed(&encoded)).await
     }
 

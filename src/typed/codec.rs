@@ -3,7 +3,7 @@
 //! travels in a sealed memory object.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -22,11 +22,20 @@ const SHARED_HEADER_LEN: usize = 1 + 8;
 /// The default limit on one typed message's encoding: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
 
-/// Encodings longer than this travel in shared memory (see benches/README.md
-/// for the measurement): below it one copy through the socket is cheaper than
-/// making, sealing and mapping a memory object; above it the other way round,
-/// and a record must stay within the socket's buffer anyway.
-pub(crate) const SHARED_MEMORY_THRESHOLD: usize = 64 << 10;
+/// The largest record (tag and encoding) a channel sends inline when the
+/// socket's own limit cannot be read: 64 KiB.
+pub(crate) const FALLBACK_RECORD_LIMIT: usize = 64 << 10;
+
+/// The largest record `socket` takes (`SO_SNDBUF` minus 32 bytes, about
+/// 208 KiB by default): longer encodings travel in shared memory. Measured
+/// (`cargo bench --bench typed -- threshold`): one record is cheaper than a
+/// sealed memory object at every size that fits (2.5x at 128 KiB), so the
+/// threshold is the record limit itself.
+pub(crate) fn record_limit(socket: BorrowedFd<'_>) -> usize {
+    crate::sys::socket::send_buffer_size(socket)
+        .map(|sndbuf| sndbuf.saturating_sub(32))
+        .unwrap_or(FALLBACK_RECORD_LIMIT)
+}
 
 /// One record ready to send.
 #[derive(Debug)]
@@ -35,8 +44,13 @@ pub(crate) struct Encoded {
     pub fds: Vec<SlotFd>,
 }
 
-/// Serializes `value` into one record (its slots' descriptors beside it).
-pub(crate) fn encode<S: Serialize + ?Sized>(value: &S, max: usize) -> io::Result<Encoded> {
+/// Serializes `value` into one record (its slots' descriptors beside it):
+/// inline if it is at most `record_limit` bytes, else in shared memory.
+pub(crate) fn encode<S: Serialize + ?Sized>(
+    value: &S,
+    max: usize,
+    record_limit: usize,
+) -> io::Result<Encoded> {
     let (record, mut fds) = slots::serializing(
         || postcard::serialize_with_flavor(value, Limited::new(max)),
         |error| match error {
@@ -53,7 +67,7 @@ pub(crate) fn encode<S: Serialize + ?Sized>(value: &S, max: usize) -> io::Result
         },
     )?;
     let encoding = &record[1..];
-    if encoding.len() <= SHARED_MEMORY_THRESHOLD {
+    if record.len() <= record_limit {
         check_fd_count(fds.len(), MAX_FDS_PER_MESSAGE)?;
         return Ok(Encoded { record, fds });
     }

@@ -13,7 +13,8 @@
 //! struct Job { id: u64, input: SharedMemory, reply_to: SocketAddress, log: Fd }
 //! ```
 //!
-//! Each message is one record, whatever its size: an encoding longer than 64 KiB
+//! Each message is one record, whatever its size: an encoding whose record would
+//! not fit the socket's send buffer (`SO_SNDBUF` minus 32 bytes, about 208 KiB)
 //! travels in a sealed [`SharedMemory`] attached to the record, so concurrent
 //! senders never interleave fragments, and the receiver decodes straight from
 //! the read-only mapping. The format is in PROTOCOL.md.
