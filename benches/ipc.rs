@@ -782,18 +782,53 @@ fn minted_accept(settings: &Settings) {
                     .collect::<std::io::Result<Vec<_>>>()
             })
             .expect("mint");
-        setups.push((count, bound, minted));
+        setups.push((count, bound, minted, false));
     }
+    // The same 5000, each with every policy (none of which ever bites here).
+    let policy = tokio_imc::AddressPolicy::new()
+        .max_open(16)
+        .max_connections(u64::MAX)
+        .expires_after(std::time::Duration::from_secs(24 * 3600))
+        .descriptors(false);
+    let (original, bound) = rt.block_on(async { make_bound_socket() }).expect("bound");
+    drop(original);
+    let minted: Vec<_> = rt
+        .block_on(async {
+            (0..5000)
+                .map(|_| bound.mint_address_with(policy).map(|(_, address)| address))
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .expect("mint");
+    setups.push((5000, bound, minted, true));
+    let (plain_address, plain_bound) = rt.block_on(async { make_bound_socket() }).expect("bound");
     let mut sides = Vec::new();
-    for (count, bound, minted) in &setups {
+    {
+        let rt = &rt;
+        let (address, bound) = (&plain_address, &plain_bound);
+        sides.push(Side::new("the original address alone (no set)", move |n| {
+            timed_async(rt, async {
+                for _ in 0..n {
+                    let client = address.connect().await.expect("connect");
+                    let server = bound.accept().await.expect("accept");
+                    drop((client, server));
+                }
+            })
+        }));
+    }
+    for (count, bound, minted, policies) in &setups {
         let spreads: &[bool] = if *count == 1 {
             &[false]
+        } else if *policies {
+            &[true]
         } else {
             &[false, true]
         };
         for &spread in spreads {
             let rt = &rt;
             let name = match (count, spread) {
+                _ if *policies => {
+                    format!("{count} minted with every policy, connects spread over all")
+                }
                 (1, _) => "1 minted address".to_string(),
                 (_, false) => format!("{count} minted, connects through one"),
                 (_, true) => format!("{count} minted, connects spread over all"),
@@ -822,10 +857,18 @@ fn minted_accept(settings: &Settings) {
         "accept",
         sides,
     );
-    for r in &results[1..] {
+    for r in &results[2..] {
         if r.name.starts_with("5000") {
             target(
                 &format!("{} / 1 minted address", r.name),
+                r.ratio_to(&results[1]),
+                1.2,
+                false,
+            );
+        }
+        if r.name.contains("policy") {
+            target(
+                &format!("{} / the original address alone", r.name),
                 r.ratio_to(&results[0]),
                 1.2,
                 false,

@@ -17,7 +17,7 @@ use crate::address_set::AddressSet;
 use crate::request::{self, Taken};
 use crate::sys::reactor::{Reactive, SharedIo};
 use crate::sys::{endpoint, msg, socket};
-use crate::{validate, AddressId, ConnectedSocket, SocketAddress};
+use crate::{validate, AddressId, AddressPolicy, ConnectedSocket, SocketAddress};
 
 /// How many failed receives `revoke` of the original address tolerates while it
 /// drops the queued requests.
@@ -366,10 +366,98 @@ impl BoundSocket {
     /// while both ends are in this process, one once the address is handed out), or
     /// after 2<sup>32</sup> − 1 addresses were made in this process.
     pub fn mint_address(&self) -> io::Result<(AddressId, SocketAddress)> {
+        self.mint_address_with(AddressPolicy::new())
+    }
+
+    /// As [`mint_address`](Self::mint_address), for an address with limits:
+    /// how many connections it admits in total, how many may be open at once,
+    /// when it expires, whether its connections may carry descriptors (see
+    /// [`AddressPolicy`]). The server alone enforces them; a holder cannot
+    /// tell, and the wire protocol is unchanged.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a policy that would admit nothing
+    /// (`max_connections(0)`, `max_open(0)`); otherwise as `mint_address`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use tokio_imc::{make_bound_socket, AddressPolicy};
+    ///
+    /// let (_address, bound) = make_bound_socket()?;
+    /// // This holder may keep two connections open at once.
+    /// let (id, address) = bound.mint_address_with(AddressPolicy::new().max_open(2))?;
+    /// let (_c1, s1) = tokio::try_join!(address.connect(), bound.accept())?;
+    /// let (_c2, _s2) = tokio::try_join!(address.connect(), bound.accept())?;
+    /// let _c3 = address.connect().await?; // queued, not admitted yet
+    /// let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), bound.accept());
+    /// assert!(waiting.await.is_err(), "two are open: the third waits");
+    /// drop(s1); // room for one more
+    /// assert_eq!(bound.accept().await?.address_id(), Some(id));
+    /// # Ok(()) }
+    /// ```
+    pub fn mint_address_with(
+        &self,
+        policy: AddressPolicy,
+    ) -> io::Result<(AddressId, SocketAddress)> {
         let set = self.address_set()?;
-        let (id, address) = set.mint()?;
-        tracing::debug!(address_id = %id, "minted an address");
+        let (id, address) = set.mint(policy)?;
+        tracing::debug!(address_id = %id, ?policy, "minted an address");
         Ok((id, SocketAddress::from_checked(address)))
+    }
+
+    /// Waits for the next address, original or minted, that every holder has
+    /// closed (every copy of its descriptor gone, or shut down by a holder)
+    /// and whose queued requests were all read: the server can drop what it
+    /// keeps for that holder. Each such address is reported once, oldest
+    /// first, whenever it happened (also before the first call). Revoked,
+    /// expired and used-up addresses are not reported: they went by the
+    /// server's own action.
+    ///
+    /// Needs no `accept` to run meanwhile; an address whose holders left with
+    /// requests still queued is reported once `accept` has read them.
+    /// Calling it switches `accept` to the address set, as
+    /// [`mint_address`](Self::mint_address) does.
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` when this socket serves no address any more and every
+    /// release was reported (until a new one is minted). Otherwise transient
+    /// errors from the operating system (`ENOMEM` and the like).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an address is taken off the queue of releases only by the
+    /// poll that returns it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let (_address, bound) = tokio_imc::make_bound_socket()?;
+    /// let (id, address) = bound.mint_address()?;
+    /// drop(address); // its one holder is gone
+    /// assert_eq!(bound.released().await?, id);
+    /// # Ok(()) }
+    /// ```
+    pub async fn released(&self) -> io::Result<AddressId> {
+        let set = self.address_set()?;
+        let original = self.io.fd();
+        loop {
+            let mut io = set.hang_ups(original)?;
+            let attempt = io
+                .io(Interest::READABLE, |_| set.try_release(original))
+                .await?;
+            match attempt {
+                Some(id) => return Ok(id),
+                // A member changed state: give other tasks a turn.
+                None => tokio::task::consume_budget().await,
+            }
+        }
     }
 
     fn address_set(&self) -> io::Result<&AddressSet> {

@@ -129,6 +129,45 @@ impl ConnectedSocket {
         message_engine::poll_send(&mut self.io, cx, data, fds)
     }
 
+    /// Waits until the peer has closed its end (or died, or shut down its
+    /// writing; or this end was shut down for reading), **without taking any
+    /// message off the socket**: records still queued are received as usual
+    /// afterwards. Resolves at once if that has happened already.
+    ///
+    /// It never touches the readiness `recv` waits on, so it cannot make a
+    /// receive miss a record. While waiting it holds one extra descriptor (a
+    /// private epoll instance that reports only the hang-up, so records
+    /// arriving meanwhile do not wake it); a connection that never calls it
+    /// pays nothing.
+    ///
+    /// # Errors
+    ///
+    /// Outside a Tokio runtime with IO enabled, when it has to wait (use
+    /// [`crate::blocking`]); `EMFILE` and the like from the operating system.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it takes nothing, so dropping it loses nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let (mut a, b) = tokio_imc::ConnectedSocket::pair()?;
+    /// let mut b = b;
+    /// b.send(b"last words", &[]).await?;
+    /// drop(b);
+    /// a.closed().await?;
+    /// // Nothing was taken: the record is still there.
+    /// assert_eq!(&a.recv().await?.unwrap().data[..], b"last words");
+    /// assert!(a.recv().await?.is_none());
+    /// # Ok(()) }
+    /// ```
+    pub async fn closed(&self) -> io::Result<()> {
+        crate::sys::reactor::hung_up(self.io.fd()?).await
+    }
+
     /// Receives one record, or `None` once the peer has closed its end (or this end
     /// was shut down for reading) and every queued record was read.
     ///

@@ -45,6 +45,7 @@ compile_error!(
 // ARCHITECTURE.md, and tests/architecture.rs, which checks it).
 // 0: plain data.
 mod address_id;
+mod address_policy;
 mod ancillary;
 mod message;
 mod peer_warning;
@@ -52,6 +53,7 @@ mod peer_warning;
 mod sys;
 // 2: what the public types are made of.
 mod address_set;
+mod admission;
 pub mod handoff;
 mod message_engine;
 mod request;
@@ -91,6 +93,7 @@ pub struct ReadmeDoctests;
 
 pub use address::SocketAddress;
 pub use address_id::AddressId;
+pub use address_policy::AddressPolicy;
 pub use ancillary::MAX_FDS_PER_MESSAGE;
 pub use bound::{make_bound_socket, BoundSocket};
 pub use connection::ConnectedSocket;

@@ -13,8 +13,9 @@ use tokio::io::Interest;
 
 use crate::ancillary::{too_many_fds, MAX_FDS_PER_MESSAGE};
 use crate::peer_warning::peer_warn;
+use crate::sys::endpoint::Endpoint;
 use crate::sys::msg::{self, Received};
-use crate::sys::reactor::Reactive;
+use crate::sys::reactor::{ExclusiveIo, Reactive, SharedIo};
 use crate::sys::socket;
 use crate::Message;
 
@@ -40,6 +41,25 @@ thread_local! {
 /// the expected size.
 const SMALL: usize = 2048;
 
+/// A connection as the engine sees it: something to wait on, and the endpoint
+/// (whose address's policy may refuse descriptors).
+pub(crate) trait Connection: Reactive {
+    /// The endpoint.
+    fn endpoint(&self) -> io::Result<&Endpoint>;
+}
+
+impl Connection for ExclusiveIo<Endpoint> {
+    fn endpoint(&self) -> io::Result<&Endpoint> {
+        self.get_ref()
+    }
+}
+
+impl Connection for &SharedIo<Endpoint> {
+    fn endpoint(&self) -> io::Result<&Endpoint> {
+        Ok(self.get_ref())
+    }
+}
+
 /// [`send`] as a poll (see
 /// [`ConnectedSocket::poll_send`](crate::ConnectedSocket::poll_send)).
 pub(crate) fn poll_send(
@@ -58,12 +78,12 @@ pub(crate) fn poll_send(
 /// [`recv`] as a poll (see
 /// [`ConnectedSocket::poll_recv`](crate::ConnectedSocket::poll_recv)).
 pub(crate) fn poll_recv(
-    io: &mut impl Reactive,
+    io: &mut impl Connection,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<Option<Message>>> {
     loop {
         let (received, data) = ready!(io.poll_io(cx, Interest::READABLE, receive_owned))?;
-        if let Some(done) = message(io.fd()?, received, data)? {
+        if let Some(done) = message(io, received, data)? {
             return Poll::Ready(Ok(done));
         }
     }
@@ -71,7 +91,7 @@ pub(crate) fn poll_recv(
 
 /// [`recv_into`] as a poll.
 pub(crate) fn poll_recv_into(
-    io: &mut impl Reactive,
+    io: &mut impl Connection,
     cx: &mut Context<'_>,
     data: &mut BytesMut,
     fds: &mut Vec<OwnedFd>,
@@ -81,7 +101,7 @@ pub(crate) fn poll_recv_into(
         let received = ready!(io.poll_io(cx, Interest::READABLE, |fd| {
             past_reset(fd, |fd| receive_appending(fd, data))
         }))?;
-        if let Some(done) = appended(io.fd()?, received, data, start, fds)? {
+        if let Some(done) = appended(io, received, data, start, fds)? {
             return Poll::Ready(Ok(done));
         }
     }
@@ -105,10 +125,10 @@ pub(crate) async fn send(
 
 /// Receives one record as a [`Message`] (see
 /// [`ConnectedSocket::recv`](crate::ConnectedSocket::recv)).
-pub(crate) async fn recv(io: &mut impl Reactive) -> io::Result<Option<Message>> {
+pub(crate) async fn recv(io: &mut impl Connection) -> io::Result<Option<Message>> {
     loop {
         let (received, data) = io.io(Interest::READABLE, receive_owned).await?;
-        if let Some(done) = message(io.fd()?, received, data)? {
+        if let Some(done) = message(io, received, data)? {
             return Ok(done);
         }
     }
@@ -117,11 +137,11 @@ pub(crate) async fn recv(io: &mut impl Reactive) -> io::Result<Option<Message>> 
 /// What one receive for `recv` gives: `None` to receive again (an empty record
 /// skipped), else the message or the end.
 fn message(
-    fd: BorrowedFd<'_>,
+    io: &impl Connection,
     received: Received,
     data: Bytes,
 ) -> io::Result<Option<Option<Message>>> {
-    Ok(match judge(fd, received)? {
+    Ok(match judge(io, received)? {
         Judged::Record(fds) => Some(Some(Message { data, fds })),
         Judged::End => Some(None),
         Judged::Skipped => None,
@@ -131,13 +151,13 @@ fn message(
 /// What one receive for `recv_into` gives (as [`message`]); on error `data` is
 /// cut back to `start`.
 fn appended(
-    fd: BorrowedFd<'_>,
+    io: &impl Connection,
     received: Received,
     data: &mut BytesMut,
     start: usize,
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<Option<Option<usize>>> {
-    match judge(fd, received) {
+    match judge(io, received) {
         Ok(Judged::Record(mut record_fds)) => {
             fds.append(&mut record_fds);
             Ok(Some(Some(data.len() - start)))
@@ -211,7 +231,7 @@ fn receive_appending(fd: BorrowedFd<'_>, data: &mut BytesMut) -> io::Result<Rece
 /// Receives one record into caller-owned buffers (see
 /// [`ConnectedSocket::recv_into`](crate::ConnectedSocket::recv_into)).
 pub(crate) async fn recv_into(
-    io: &mut impl Reactive,
+    io: &mut impl Connection,
     data: &mut BytesMut,
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<Option<usize>> {
@@ -222,7 +242,7 @@ pub(crate) async fn recv_into(
                 past_reset(fd, |fd| receive_appending(fd, data))
             })
             .await?;
-        if let Some(done) = appended(io.fd()?, received, data, start, fds)? {
+        if let Some(done) = appended(io, received, data, start, fds)? {
             return Ok(done);
         }
     }
@@ -239,8 +259,10 @@ enum Judged {
 }
 
 /// Turns one `recvmsg` result into a record, end-of-stream,
-/// a skipped empty record, or an error (the record dropped).
-fn judge(fd: BorrowedFd<'_>, received: Received) -> io::Result<Judged> {
+/// a skipped empty record, or an error (the record dropped): truncated, or
+/// carrying descriptors where the connection's address refuses them.
+fn judge(io: &impl Connection, received: Received) -> io::Result<Judged> {
+    let fd = io.fd()?;
     if received.stray_fds > 0 || received.other_records > 0 || received.malformed_control {
         peer_warn!(
             fd = fd.as_raw_fd(),
@@ -265,6 +287,16 @@ fn judge(fd: BorrowedFd<'_>, received: Received) -> io::Result<Judged> {
              is out of descriptors: EMFILE); the record was dropped and the {} that arrived were closed",
             received.fds.len()
         )));
+    }
+    if !received.fds.is_empty() && io.endpoint()?.refuses_descriptors() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "a record arrived with {} descriptor(s) on a connection whose address refuses \
+                 them (AddressPolicy::descriptors(false)); it was dropped and they were closed",
+                received.fds.len()
+            ),
+        ));
     }
     if !received.is_empty() {
         return Ok(Judged::Record(received.fds));

@@ -82,6 +82,18 @@ impl RecvHalf {
         message_engine::recv_into(&mut &*self.shared, data, fds).await
     }
 
+    /// Waits until the peer has closed its end or shut down its writing,
+    /// without taking any message; see
+    /// [`ConnectedSocket::closed`](crate::ConnectedSocket::closed). A `recv`
+    /// on this half at the same time (`select!` of both) misses nothing.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it takes nothing.
+    pub async fn closed(&self) -> io::Result<()> {
+        crate::sys::reactor::hung_up(self.shared.fd()).await
+    }
+
     /// The endpoint back from this half and the `send` half it was split with, or
     /// both halves if `send` came from another connection.
     pub(crate) fn reunite(self, send: SendHalf) -> Result<Endpoint, (RecvHalf, SendHalf)> {
@@ -104,6 +116,17 @@ impl SendHalf {
     /// Cancel safe, as [`ConnectedSocket::send`](crate::ConnectedSocket::send).
     pub async fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         message_engine::send(&mut &*self.shared, data, fds).await
+    }
+
+    /// Waits until the peer has closed its end or shut down its writing (so
+    /// it reads no more of what this half sends), without taking any message;
+    /// see [`ConnectedSocket::closed`](crate::ConnectedSocket::closed).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it takes nothing.
+    pub async fn closed(&self) -> io::Result<()> {
+        crate::sys::reactor::hung_up(self.shared.fd()).await
     }
 
     /// [`send`](Self::send) as a poll, with the same results and limits; a

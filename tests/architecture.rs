@@ -256,9 +256,9 @@ fn no_file_imports_from_itself_through_a_chain() {
 /// own layer or below.
 fn layer(node: &str) -> usize {
     match node {
-        "ancillary" | "address_id" | "message" | "peer_warning" => 0,
+        "ancillary" | "address_id" | "address_policy" | "message" | "peer_warning" => 0,
         _ if node == "sys" || node.starts_with("sys/") => 1,
-        "request" | "validate" | "message_engine" | "address_set" | "handoff" => 2,
+        "request" | "validate" | "message_engine" | "address_set" | "admission" | "handoff" => 2,
         _ if node == "blocking" || node.starts_with("blocking/") => 4,
         _ if node == "nacl" || node.starts_with("nacl/") => 4,
         _ if node == "typed" || node.starts_with("typed/") => 4,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::conversions::blocking_wrapper;
 use super::runtime::{block_on, block_on_timeout};
 use super::{ConnectedSocket, SocketAddress};
-use crate::AddressId;
+use crate::{AddressId, AddressPolicy};
 
 /// The blocking twin of [`crate::BoundSocket`].
 pub struct BoundSocket {
@@ -61,6 +61,28 @@ impl BoundSocket {
     pub fn mint_address(&self) -> io::Result<(AddressId, SocketAddress)> {
         let (id, inner) = self.inner.mint_address()?;
         Ok((id, SocketAddress { inner }))
+    }
+
+    /// Mints an address with limits; see
+    /// [`crate::BoundSocket::mint_address_with`].
+    pub fn mint_address_with(
+        &self,
+        policy: AddressPolicy,
+    ) -> io::Result<(AddressId, SocketAddress)> {
+        let (id, inner) = self.inner.mint_address_with(policy)?;
+        Ok((id, SocketAddress { inner }))
+    }
+
+    /// Blocks until the next address every holder has closed; see
+    /// [`crate::BoundSocket::released`].
+    pub fn released(&self) -> io::Result<AddressId> {
+        block_on("released", self.inner.released())?
+    }
+
+    /// As [`released`](Self::released), failing with `TimedOut` after
+    /// `limit`; no release is lost by the timeout.
+    pub fn released_timeout(&self, limit: Duration) -> io::Result<AddressId> {
+        block_on_timeout("released", limit, self.inner.released())
     }
 
     /// Revokes one address; see [`crate::BoundSocket::revoke`].

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use super::conversions::blocking_wrapper;
+use super::hang_up::closed_within;
 use super::runtime::{block_on, block_on_timeout};
 use super::split::{RecvHalf, SendHalf};
 use crate::shared_impls::connection_queries;
@@ -46,6 +47,19 @@ impl ConnectedSocket {
         limit: Duration,
     ) -> io::Result<()> {
         block_on_timeout("send", limit, self.inner.send(data, fds))
+    }
+
+    /// Blocks until the peer has closed its end or shut down its writing,
+    /// without taking any message; see [`crate::ConnectedSocket::closed`].
+    /// A `poll(2)` for the hang-up alone: records arriving meanwhile neither
+    /// wake it nor are touched.
+    pub fn closed(&self) -> io::Result<()> {
+        closed_within("closed", self.inner.fd()?, None)
+    }
+
+    /// As [`closed`](Self::closed), failing with `TimedOut` after `limit`.
+    pub fn closed_timeout(&self, limit: Duration) -> io::Result<()> {
+        closed_within("closed", self.inner.fd()?, Some(limit))
     }
 
     /// Receives one record, or `None` at end-of-stream; see

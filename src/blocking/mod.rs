@@ -49,6 +49,7 @@ mod address;
 mod bound;
 mod connection;
 mod conversions;
+mod hang_up;
 mod runtime;
 mod split;
 #[cfg(feature = "serde")]

@@ -2,11 +2,12 @@
 //! (`unsplit` lives with `ConnectedSocket`, so this file does not depend on it).
 
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use bytes::BytesMut;
 
+use super::hang_up::closed_within;
 use super::runtime::{block_on, block_on_timeout};
 use crate::shared_impls::{connection_queries, fd_traits};
 use crate::Message;
@@ -24,6 +25,17 @@ pub struct SendHalf {
 }
 
 impl RecvHalf {
+    /// Blocks until the peer has closed its end or shut down its writing,
+    /// without taking any message; see [`crate::ConnectedSocket::closed`].
+    pub fn closed(&self) -> io::Result<()> {
+        closed_within("closed", self.inner.as_fd(), None)
+    }
+
+    /// As [`closed`](Self::closed), failing with `TimedOut` after `limit`.
+    pub fn closed_timeout(&self, limit: Duration) -> io::Result<()> {
+        closed_within("closed", self.inner.as_fd(), Some(limit))
+    }
+
     /// Receives one record, or `None` at end-of-stream; see
     /// [`crate::ConnectedSocket::recv`].
     pub fn recv(&self) -> io::Result<Option<Message>> {
@@ -48,6 +60,17 @@ impl RecvHalf {
 }
 
 impl SendHalf {
+    /// Blocks until the peer has closed its end or shut down its writing;
+    /// see [`crate::SendHalf::closed`].
+    pub fn closed(&self) -> io::Result<()> {
+        closed_within("closed", self.inner.as_fd(), None)
+    }
+
+    /// As [`closed`](Self::closed), failing with `TimedOut` after `limit`.
+    pub fn closed_timeout(&self, limit: Duration) -> io::Result<()> {
+        closed_within("closed", self.inner.as_fd(), Some(limit))
+    }
+
     /// Sends one record; see [`crate::ConnectedSocket::send`]. Blocks while the
     /// socket's buffer is full.
     pub fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {

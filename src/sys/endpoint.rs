@@ -9,21 +9,64 @@
 //! socket. Both halves of that promise are in this file.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::mem::ManuallyDrop;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::sys::reactor::OwnsFd;
 use crate::sys::socket;
 use crate::AddressId;
 
-/// The live endpoints admitted through each address: a few words a connection.
-static ADMITTED: Mutex<BTreeMap<AddressId, BTreeSet<RawFd>>> = Mutex::new(BTreeMap::new());
+/// What an address's policy asks of the connections admitted through it,
+/// kept in the register beside them (so a connection itself stays 8 bytes).
+pub(crate) trait Admission: Send + Sync + fmt::Debug {
+    /// Whether records with descriptors are refused on these connections.
+    fn refuses_descriptors(&self) -> bool;
+    /// One of these connections was closed (or left the register). Called
+    /// without the register's lock held.
+    fn closed(&self);
+}
 
-fn admitted() -> MutexGuard<'static, BTreeMap<AddressId, BTreeSet<RawFd>>> {
+/// One address's entry in the register.
+#[derive(Debug, Default)]
+struct Admitted {
+    /// The live endpoints admitted through it.
+    open: BTreeSet<RawFd>,
+    /// Its policy, while it has one (set by [`attach`]).
+    admission: Option<Arc<dyn Admission>>,
+    /// While the address itself is served: the entry stays even with no open
+    /// endpoint (until [`detach`]).
+    pinned: bool,
+}
+
+/// The live endpoints admitted through each address: a few words a connection.
+static ADMITTED: Mutex<BTreeMap<AddressId, Admitted>> = Mutex::new(BTreeMap::new());
+
+fn admitted() -> MutexGuard<'static, BTreeMap<AddressId, Admitted>> {
     // Every change is one insert or remove: a poisoned map is still consistent.
     ADMITTED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Gives address `id` a policy that the connections admitted through it
+/// follow (while the address is served, and after for those still open).
+pub(crate) fn attach(id: AddressId, admission: Arc<dyn Admission>) {
+    let mut admitted = admitted();
+    let entry = admitted.entry(id).or_default();
+    entry.admission = Some(admission);
+    entry.pinned = true;
+}
+
+/// Address `id` is no longer served: its entry goes with its last connection.
+pub(crate) fn detach(id: AddressId) {
+    let mut admitted = admitted();
+    if let Some(entry) = admitted.get_mut(&id) {
+        entry.pinned = false;
+        if entry.open.is_empty() {
+            admitted.remove(&id);
+        }
+    }
 }
 
 /// A connection's socket and the address it was accepted through (`None` for
@@ -41,7 +84,11 @@ impl Endpoint {
     /// An endpoint; one admitted through an address joins the register.
     pub(crate) fn new(fd: OwnedFd, address: Option<AddressId>) -> Self {
         if let Some(id) = address {
-            admitted().entry(id).or_default().insert(fd.as_raw_fd());
+            admitted()
+                .entry(id)
+                .or_default()
+                .open
+                .insert(fd.as_raw_fd());
         }
         Endpoint { fd, address }
     }
@@ -61,16 +108,37 @@ impl Endpoint {
         unsafe { std::ptr::read(&this.fd) }
     }
 
+    /// Whether the address it came through refuses descriptors: asked only
+    /// when a record arrives with some.
+    pub(crate) fn refuses_descriptors(&self) -> bool {
+        let Some(id) = self.address else {
+            return false;
+        };
+        admitted()
+            .get(&id)
+            .and_then(|entry| entry.admission.as_ref())
+            .is_some_and(|admission| admission.refuses_descriptors())
+    }
+
     fn leave_register(&self) {
         let Some(id) = self.address else {
             return;
         };
-        let mut admitted = admitted();
-        if let Some(numbers) = admitted.get_mut(&id) {
-            numbers.remove(&self.fd.as_raw_fd());
-            if numbers.is_empty() {
+        let admission = {
+            let mut admitted = admitted();
+            let Some(entry) = admitted.get_mut(&id) else {
+                return;
+            };
+            entry.open.remove(&self.fd.as_raw_fd());
+            let admission = entry.admission.clone();
+            if entry.open.is_empty() && !entry.pinned {
                 admitted.remove(&id);
             }
+            admission
+        };
+        // Outside the lock: it may take the address set's.
+        if let Some(admission) = admission {
+            admission.closed();
         }
     }
 }
@@ -108,7 +176,7 @@ unsafe impl OwnsFd for Endpoint {}
 /// returns how many there were.
 pub(crate) fn shut_down_admitted(id: AddressId) -> usize {
     let admitted = admitted();
-    let Some(numbers) = admitted.get(&id) else {
+    let Some(numbers) = admitted.get(&id).map(|entry| &entry.open) else {
         return 0;
     };
     for &number in numbers {

@@ -46,14 +46,21 @@ pub enum Call {
     /// `getsockopt(2)`, `setsockopt(2)` and `getpeername(2)` (validation, peer
     /// credentials, buffer sizes).
     SockOpt,
-    /// `poll(2)` with a zero timeout (telling end-of-stream from an empty record).
+    /// `poll(2)` (telling end-of-stream from an empty record; waiting for a
+    /// peer to hang up).
     Poll,
+    /// `setsockopt(SO_PASSRIGHTS)` on a connection whose address refuses
+    /// descriptors (`ENOPROTOOPT` before Linux 6.16: the receive-side check
+    /// then works alone).
+    PassRights,
+    /// `timerfd_create(2)`/`timerfd_settime(2)` for addresses that expire.
+    Timer,
 }
 
 #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
 impl Call {
     /// Every kind.
-    pub const ALL: [Call; 13] = [
+    pub const ALL: [Call; 15] = [
         Call::SocketPair,
         Call::Send,
         Call::SendMsg,
@@ -67,6 +74,8 @@ impl Call {
         Call::Fstat,
         Call::SockOpt,
         Call::Poll,
+        Call::PassRights,
+        Call::Timer,
     ];
 
     /// The errnos the kernel can return for this call on a valid descriptor:
@@ -88,6 +97,8 @@ impl Call {
             Call::Fstat => &[ENOMEM],
             Call::SockOpt => &[ENOBUFS, ENOMEM],
             Call::Poll => &[EINTR, ENOMEM],
+            Call::PassRights => &[ENOPROTOOPT, ENOMEM],
+            Call::Timer => &[EMFILE, ENFILE, ENOMEM],
         }
     }
 }

@@ -280,6 +280,28 @@ pub(crate) fn recv_request(socket: BorrowedFd<'_>) -> io::Result<(Option<u8>, Re
     Ok((value, received))
 }
 
+/// Whether a bound socket (a stream) is at end-of-stream with nothing queued:
+/// every holder of its address closed it and every request was read. A
+/// one-byte `MSG_PEEK` without room for control data, so a queued request's
+/// descriptors are not even installed.
+pub(crate) fn at_end_of_stream(bound: BorrowedFd<'_>) -> io::Result<bool> {
+    use nix::sys::socket::{recv, MsgFlags};
+    let mut byte = [0u8; 1];
+    let peeked = retry_interrupted(|| {
+        inject(Call::RecvMsg)?;
+        Ok(recv(
+            bound.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        )?)
+    });
+    match peeked {
+        Ok(len) => Ok(len == 0),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
 /// After an empty read from a peer that has hung up: whether a record (even an
 /// empty one) is still queued, as opposed to end-of-stream, which reads as empty
 /// too.

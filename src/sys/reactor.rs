@@ -21,10 +21,13 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::timerfd::TimerFd;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
@@ -39,6 +42,33 @@ pub(crate) fn require_runtime(what: &str) -> io::Result<()> {
             "{what} needs a Tokio runtime with IO enabled (outside one, use tokio_imc::blocking)"
         ))),
     }
+}
+
+/// Waits until the peer of the connected socket `socket` hangs up (closes its
+/// end or shuts down its writing; or this end was shut down for reading),
+/// without reading anything.
+///
+/// The socket's own registration is left alone: clearing its readiness
+/// while records are queued would make a concurrent receive miss them. A
+/// private epoll instance watching only `EPOLLRDHUP` is registered instead,
+/// made only if the peer has not hung up already, and closed on return or
+/// when the future is dropped: records arriving meanwhile do not wake it.
+pub(crate) async fn hung_up(socket: BorrowedFd<'_>) -> io::Result<()> {
+    if crate::sys::socket::read_hung_up(socket)? {
+        return Ok(());
+    }
+    require_runtime("closed")?;
+    let watch = EpollSet::new()?;
+    watch.add_hang_up(socket, 0)?;
+    let watch = SharedIo::new(watch);
+    let mut io = &watch;
+    io.io(Interest::READABLE, |_| {
+        match watch.get_ref().next_ready()? {
+            Some(_) => Ok(()),
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    })
+    .await
 }
 
 /// Types that own exactly one open descriptor for as long as they live, and always
@@ -62,55 +92,129 @@ unsafe impl OwnsFd for OwnedFd {}
 pub(crate) struct EpollSet {
     /// Private and never replaced: what `OwnsFd` below relies on.
     epoll: Epoll,
-    /// A member that is readable while the set has no address left
-    /// ([`EpollSet::EMPTY`]), so that every waiting `accept` wakes and sees
-    /// it. (A removed address's own end-of-stream cannot do this: `epoll_wait`
-    /// re-checks readiness, and a member deleted from the set reports nothing.)
-    empty: nix::sys::eventfd::EventFd,
+    /// A member (token [`EpollSet::FLAG`]) that is readable while raised: a
+    /// condition every waiter must wake for, which no watched socket reports
+    /// (a member deleted from the set reports nothing). Rung from anywhere
+    /// through a [`Doorbell`].
+    flag: Option<Arc<EventFd>>,
+    /// A one-shot timer member (token [`EpollSet::TIMER`]), made on first use.
+    timer: OnceLock<TimerFd>,
+}
+
+/// Rings an [`EpollSet`]'s flag from anywhere (e.g. from a connection's `Drop`
+/// on another thread): the set becomes readable until the flag is lowered.
+#[derive(Clone, Debug)]
+pub(crate) struct Doorbell(Arc<EventFd>);
+
+impl Doorbell {
+    /// Raises the flag.
+    pub(crate) fn ring(&self) {
+        // Fails only if the counter would overflow, which a flag never does.
+        if let Err(err) = self.0.write(1) {
+            tracing::warn!(error = %err, "could not raise an epoll set's flag");
+        }
+    }
 }
 
 impl EpollSet {
-    /// `epoll_create1(EPOLL_CLOEXEC)`.
+    /// `epoll_create1(EPOLL_CLOEXEC)`, with no member.
     pub(crate) fn new() -> io::Result<Self> {
-        use nix::sys::eventfd::{EfdFlags, EventFd};
         inject(Call::EpollCreate)?;
-        let set = EpollSet {
+        Ok(EpollSet {
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
-            empty: EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
-        };
-        set.add(set.empty.as_fd(), Self::EMPTY)?;
+            flag: None,
+            timer: OnceLock::new(),
+        })
+    }
+
+    /// A set whose one first member is its flag ([`EpollSet::FLAG`]), lowered.
+    pub(crate) fn with_flag() -> io::Result<Self> {
+        let mut set = Self::new()?;
+        let flag = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        set.add(flag.as_fd(), Self::FLAG)?;
+        set.flag = Some(Arc::new(flag));
         Ok(set)
     }
 
-    /// The token of the member that is readable while no address is left
-    /// (no address id is 0).
-    pub(crate) const EMPTY: u64 = 0;
+    /// The token of the flag (no address id is 0).
+    pub(crate) const FLAG: u64 = 0;
 
-    /// Marks the set as having no address left: readable until
-    /// [`clear_empty`](Self::clear_empty).
-    pub(crate) fn signal_empty(&self) {
-        // Fails only if the counter would overflow, which a flag never does.
-        if let Err(err) = self.empty.write(1) {
-            tracing::warn!(error = %err, "could not mark an address set empty");
+    /// The token of the timer (above every address id, which are 32-bit).
+    pub(crate) const TIMER: u64 = 1 << 32;
+
+    /// Something that raises this set's flag (`None` for a set made without one).
+    pub(crate) fn doorbell(&self) -> Option<Doorbell> {
+        self.flag.clone().map(Doorbell)
+    }
+
+    /// Raises the flag: readable until [`lower_flag`](Self::lower_flag).
+    pub(crate) fn raise_flag(&self) {
+        if let Some(doorbell) = self.doorbell() {
+            doorbell.ring();
         }
     }
 
-    /// Undoes [`signal_empty`](Self::signal_empty) (an address was added).
-    pub(crate) fn clear_empty(&self) {
-        // `EAGAIN` when it was not marked: nothing to undo.
-        let _ = self.empty.read();
+    /// Lowers the flag.
+    pub(crate) fn lower_flag(&self) {
+        if let Some(flag) = &self.flag {
+            // `EAGAIN` when it was not raised: nothing to undo.
+            let _ = flag.read();
+        }
     }
 
     /// Watches `fd` for readability, reported with `token`.
     pub(crate) fn add(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        self.add_for(fd, EpollFlags::EPOLLIN, token)
+    }
+
+    /// Watches `fd` for its peer hanging up (`EPOLLRDHUP`; hang-ups and errors
+    /// are always reported), not for data: reported with `token`.
+    pub(crate) fn add_hang_up(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        self.add_for(fd, EpollFlags::EPOLLRDHUP, token)
+    }
+
+    fn add_for(&self, fd: BorrowedFd<'_>, events: EpollFlags, token: u64) -> io::Result<()> {
         inject(Call::EpollAdd)?;
-        let event = EpollEvent::new(EpollFlags::EPOLLIN, token);
+        let event = EpollEvent::new(events, token);
         self.epoll.add(fd, event).map_err(io::Error::from)
     }
 
     /// Stops watching `fd`.
     pub(crate) fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
         self.epoll.delete(fd).map_err(io::Error::from)
+    }
+
+    /// Sets the timer to fire once after `after`, or disarms it (`None`): either
+    /// way it is no longer readable until it fires again. Made, and added with
+    /// token [`EpollSet::TIMER`], on first use.
+    pub(crate) fn set_timer(&self, after: Option<Duration>) -> io::Result<()> {
+        use nix::sys::time::TimeSpec;
+        use nix::sys::timerfd::{ClockId, Expiration, TimerFlags, TimerSetTimeFlags};
+        let timer = match self.timer.get() {
+            Some(timer) => timer,
+            None => {
+                if after.is_none() {
+                    return Ok(());
+                }
+                inject(Call::Timer)?;
+                let flags = TimerFlags::TFD_CLOEXEC | TimerFlags::TFD_NONBLOCK;
+                let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, flags)?;
+                self.add(timer.as_fd(), Self::TIMER)?;
+                // Only the caller's lock makes timers here: this cannot be set.
+                let _ = self.timer.set(timer);
+                self.timer.get().ok_or_else(|| io::Error::other("timer"))?
+            }
+        };
+        inject(Call::Timer)?;
+        match after {
+            // A zero `it_value` would disarm it: fire after 1 ns instead.
+            Some(after) => timer.set(
+                Expiration::OneShot(TimeSpec::from_duration(after.max(Duration::from_nanos(1)))),
+                TimerSetTimeFlags::empty(),
+            ),
+            None => timer.unset(),
+        }
+        .map_err(io::Error::from)
     }
 
     /// The token of one ready member, without waiting. The kernel moves a

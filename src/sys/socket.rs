@@ -4,6 +4,7 @@
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
@@ -81,6 +82,90 @@ pub(crate) fn read_hung_up(socket: BorrowedFd<'_>) -> io::Result<bool> {
         Ok(())
     })?;
     Ok(poll_fd.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0)
+}
+
+/// `SO_PASSRIGHTS` in asm-generic's numbering (libc has no name for it yet).
+/// The architectures with a socket.h of their own number it otherwise; there
+/// it is not set, and the receive-side check works alone.
+#[cfg(not(any(
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "sparc",
+    target_arch = "sparc64"
+)))]
+const SO_PASSRIGHTS: Option<libc::c_int> = Some(83);
+#[cfg(any(
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "sparc",
+    target_arch = "sparc64"
+))]
+const SO_PASSRIGHTS: Option<libc::c_int> = None;
+
+/// `setsockopt(SO_PASSRIGHTS, 0)` (Linux 6.16 and later): the kernel refuses
+/// every later `sendmsg` with descriptors to this socket (`EPERM` for the
+/// sender). Records queued before it still carry theirs. `ENOPROTOOPT` on an
+/// older kernel.
+pub(crate) fn refuse_descriptors(socket: BorrowedFd<'_>) -> io::Result<()> {
+    let Some(option) = SO_PASSRIGHTS else {
+        return Err(io::Error::from_raw_os_error(libc::ENOPROTOOPT));
+    };
+    inject(Call::PassRights)?;
+    let off: libc::c_int = 0;
+    // SAFETY: `off` is a live c_int for the call, and its size is what we pass.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&off as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if done < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits until the peer of `socket` hangs up (or shuts down writing, or we shut
+/// down reading), for at most `limit` (`None`: without a limit): `poll` for
+/// `POLLRDHUP` alone, so records arriving meanwhile neither wake it nor are
+/// touched. Whether it hung up.
+pub(crate) fn wait_hung_up(socket: BorrowedFd<'_>, limit: Option<Duration>) -> io::Result<bool> {
+    let deadline = limit.map(|limit| Instant::now() + limit);
+    loop {
+        let timeout = match deadline {
+            None => -1,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                // Rounded up, so a wait never ends before its limit.
+                let millis = left.as_nanos().div_ceil(1_000_000);
+                libc::c_int::try_from(millis).unwrap_or(libc::c_int::MAX)
+            }
+        };
+        let mut poll_fd = libc::pollfd {
+            fd: socket.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        inject(Call::Poll)?;
+        // SAFETY: `poll_fd` is one valid pollfd that lives across the call.
+        let ready = unsafe { libc::poll(&mut poll_fd, 1, timeout) };
+        if ready < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if poll_fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+            return Ok(true);
+        }
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return Ok(false);
+        }
+    }
 }
 
 /// [`inject`] for the calls that report a bare `Errno`.
