@@ -300,3 +300,17 @@ fn blocking_closed_and_released_wait_with_timeouts() {
         );
     });
 }
+
+#[test]
+fn blocking_closed_on_a_runtime_thread_is_refused_not_a_stall() {
+    run(|| async {
+        let (a, _b) = tokio_imc::blocking::ConnectedSocket::pair()?;
+        // On the thread that drives this runtime: an error at once, as every
+        // blocking call gives there, never a wait that stalls the runtime.
+        let err = a.closed().expect_err("refused on a runtime thread");
+        ensure(
+            err.to_string().contains("drives a Tokio runtime"),
+            format!("{err}"),
+        )
+    });
+}

@@ -1,5 +1,6 @@
 //! Waiting for a connection's peer to hang up, blocking: a `poll(2)` on the
-//! socket itself, for the hang-up alone (no runtime needed).
+//! socket itself, for the hang-up alone (outside the shared runtime, which the
+//! other threads' blocking calls drive meanwhile).
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -12,6 +13,9 @@ pub(super) fn closed_within(
     fd: BorrowedFd<'_>,
     limit: Option<Duration>,
 ) -> io::Result<()> {
+    // Not inside the shared runtime: a thread waiting here must not hold up
+    // the other threads' blocking calls, which drive it.
+    super::runtime::may_block_here(what)?;
     match crate::sys::socket::wait_hung_up(fd, limit)? {
         true => Ok(()),
         false => Err(io::Error::new(

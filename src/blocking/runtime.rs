@@ -43,6 +43,12 @@ pub fn shared() -> io::Result<&'static Runtime> {
 /// stall the runtime. Threads where Tokio allows blocking (its blocking pool, a
 /// worker inside `block_in_place`) may block.
 pub fn block_on<F: Future>(what: &str, future: F) -> io::Result<F::Output> {
+    Ok(may_block_here(what)?.block_on(future))
+}
+
+/// The shared runtime, if this thread may block (see [`block_on`]); else the
+/// error `block_on` gives. For blocking calls that wait without the runtime.
+pub fn may_block_here(what: &str) -> io::Result<&'static Runtime> {
     let runtime = shared()?;
     if !may_block(runtime) {
         return Err(io::Error::other(format!(
@@ -51,7 +57,7 @@ pub fn block_on<F: Future>(what: &str, future: F) -> io::Result<F::Output> {
              API there (see `into_async`), or call it from `tokio::task::spawn_blocking`"
         )));
     }
-    Ok(runtime.block_on(future))
+    Ok(runtime)
 }
 
 /// Whether this thread may block on `runtime`.
