@@ -333,10 +333,7 @@ impl AddressSet {
     /// changed state (reached end-of-stream, expired, was used up, paused or
     /// resumed), so the caller tries again. `WouldBlock` when no member has a
     /// request queued, `NotConnected` when no member is left.
-    pub(crate) fn try_accept(
-        &self,
-        original: BorrowedFd<'_>,
-    ) -> io::Result<Option<(OwnedFd, AddressId)>> {
+    pub(crate) fn try_accept(&self, original: BorrowedFd<'_>) -> io::Result<Option<Admitted>> {
         let Some(token) = self.accept_set().next_ready()? else {
             return Err(if self.members().map.is_empty() {
                 request::no_addresses()
@@ -379,13 +376,16 @@ impl AddressSet {
         };
         // Its holders are gone: if that was its last request, it is released
         // now, whether or not another accept comes to read the end.
-        if member.hung_up && raw.is_request() && msg::at_end_of_stream(fd)? {
-            self.release_locked(&mut members, id, original)?;
+        if member.hung_up && raw.is_request() && msg::at_end_of_stream(fd).unwrap_or(false) {
+            // On failure the next accept reads its end-of-stream instead.
+            if let Err(err) = self.release_locked(&mut members, id, original) {
+                tracing::warn!(address_id = %id, error = %err, "could not release an address yet");
+            }
         }
         let Some(gate) = gate else {
             drop(members);
             return match request::judge_raw(raw, id) {
-                Taken::Connection(fd) => Ok(Some((fd, id))),
+                Taken::Connection(fd) => Ok(Some((fd, id, None))),
                 Taken::Dropped => Ok(None),
                 // Two accepting tasks can both read this end-of-stream before
                 // either removes the member: the second finds it gone already.
@@ -413,7 +413,13 @@ impl AddressSet {
             Taken::Connection(connection) => {
                 match gate.admit() {
                     AfterAdmit::Serve => {}
-                    AfterAdmit::Pause => self.pause(&mut members, id, original)?,
+                    // On failure the next attempt finds it full and tries
+                    // again; the connection, already counted, is returned.
+                    AfterAdmit::Pause => {
+                        if let Err(err) = self.pause(&mut members, id, original) {
+                            tracing::warn!(address_id = %id, error = %err, "could not pause a full address yet");
+                        }
+                    }
                     AfterAdmit::UsedUp => {
                         tracing::debug!(address_id = %id, "address used up; revoking it");
                         // On failure the next attempt finds it spent and tries again.
@@ -431,7 +437,8 @@ impl AddressSet {
                 if gate.refuses_descriptors() {
                     refuse_descriptors(connection.as_fd(), id);
                 }
-                Ok(Some((connection, id)))
+                let admission: Arc<dyn Admission> = gate;
+                Ok(Some((connection, id, Some(admission))))
             }
             Taken::Dropped => Ok(None),
             Taken::NoAddresses => match self.release_locked(&mut members, id, original) {
@@ -581,6 +588,10 @@ impl AddressSet {
         Ok(None)
     }
 }
+
+/// An admitted connection's descriptor, the address it came through, and
+/// that address's policy (for the endpoint register).
+pub(crate) type Admitted = (OwnedFd, AddressId, Option<Arc<dyn Admission>>);
 
 /// Refuses a policy that could admit nothing.
 fn check(policy: &AddressPolicy) -> io::Result<()> {

@@ -15,9 +15,11 @@ use tokio::sync::Notify;
 
 use crate::address_set::AddressSet;
 use crate::request::{self, Taken};
+use crate::sys::endpoint::Admission;
 use crate::sys::reactor::{Reactive, SharedIo};
 use crate::sys::{endpoint, msg, socket};
 use crate::{validate, AddressId, AddressPolicy, ConnectedSocket, SocketAddress};
+use std::sync::Arc;
 
 /// How many failed receives `revoke` of the original address tolerates while it
 /// drops the queued requests.
@@ -277,7 +279,7 @@ impl BoundSocket {
             return Ok(None);
         }
         match request::judge_raw(raw, self.id) {
-            Taken::Connection(fd) => Ok(Some(self.connection(fd, self.id))),
+            Taken::Connection(fd) => Ok(Some(self.connection(fd, self.id, None))),
             Taken::Dropped => Ok(None),
             Taken::NoAddresses => Err(request::no_addresses()),
         }
@@ -295,7 +297,7 @@ impl BoundSocket {
     ) -> io::Result<Option<ConnectedSocket>> {
         let _admitting = self.admitting();
         let taken = set.try_accept(original)?;
-        Ok(taken.map(|(fd, id)| self.connection(fd, id)))
+        Ok(taken.map(|(fd, id, admission)| self.connection(fd, id, admission)))
     }
 
     /// Shared by every accept attempt between taking a request off a socket and
@@ -346,9 +348,14 @@ impl BoundSocket {
         }
     }
 
-    fn connection(&self, fd: OwnedFd, id: AddressId) -> ConnectedSocket {
+    fn connection(
+        &self,
+        fd: OwnedFd,
+        id: AddressId,
+        admission: Option<Arc<dyn Admission>>,
+    ) -> ConnectedSocket {
         tracing::debug!(address_id = %id, fd = fd.as_raw_fd(), "accepted");
-        ConnectedSocket::accepted(fd, id)
+        ConnectedSocket::accepted(fd, id, admission)
     }
 
     /// Makes a new address for this bound socket: its own socket pair, so its

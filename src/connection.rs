@@ -11,10 +11,11 @@ use bytes::BytesMut;
 use nix::sys::socket::SockType;
 
 use crate::split::{RecvHalf, SendHalf};
-use crate::sys::endpoint::Endpoint;
+use crate::sys::endpoint::{Admission, Endpoint};
 use crate::sys::reactor::{ExclusiveIo, Reactive};
 use crate::sys::socket;
 use crate::{message_engine, validate, AddressId, Credentials, Message};
+use std::sync::Arc;
 
 /// A connected `SOCK_SEQPACKET` socket: each [`send`](Self::send) is one record of
 /// bytes and descriptors, delivered whole to one [`recv`](Self::recv).
@@ -56,12 +57,16 @@ impl ConnectedSocket {
     }
 
     /// A connection accepted through the address `id`.
-    pub(crate) fn accepted(fd: OwnedFd, id: AddressId) -> Self {
-        Self::with_address_id(fd, Some(id))
+    pub(crate) fn accepted(
+        fd: OwnedFd,
+        id: AddressId,
+        admission: Option<Arc<dyn Admission>>,
+    ) -> Self {
+        Self::from_endpoint(Endpoint::new(fd, Some(id), admission))
     }
 
     fn with_address_id(fd: OwnedFd, address_id: Option<AddressId>) -> Self {
-        Self::from_endpoint(Endpoint::new(fd, address_id))
+        Self::from_endpoint(Endpoint::new(fd, address_id, None))
     }
 
     /// The same connection (address id included), deregistered from its reactor

@@ -118,8 +118,9 @@ impl SendHalf {
         message_engine::send(&mut &*self.shared, data, fds).await
     }
 
-    /// Waits until the peer has closed its end or shut down its writing (so
-    /// it reads no more of what this half sends), without taking any message;
+    /// Waits until the peer has closed its end or shut down its writing
+    /// (a peer that only shut down writing may still read what this half
+    /// sends), without taking any message;
     /// see [`ConnectedSocket::closed`](crate::ConnectedSocket::closed).
     ///
     /// # Cancel safety

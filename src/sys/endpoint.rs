@@ -81,14 +81,21 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// An endpoint; one admitted through an address joins the register.
-    pub(crate) fn new(fd: OwnedFd, address: Option<AddressId>) -> Self {
+    /// An endpoint; one admitted through an address joins the register,
+    /// with its address's policy (given here too, so that it holds even if the
+    /// address was revoked, and its entry detached, since the admission).
+    pub(crate) fn new(
+        fd: OwnedFd,
+        address: Option<AddressId>,
+        admission: Option<Arc<dyn Admission>>,
+    ) -> Self {
         if let Some(id) = address {
-            admitted()
-                .entry(id)
-                .or_default()
-                .open
-                .insert(fd.as_raw_fd());
+            let mut admitted = admitted();
+            let entry = admitted.entry(id).or_default();
+            entry.open.insert(fd.as_raw_fd());
+            if admission.is_some() {
+                entry.admission = admission;
+            }
         }
         Endpoint { fd, address }
     }
@@ -136,7 +143,7 @@ impl Endpoint {
             }
             admission
         };
-        // Outside the lock: it may take the address set's.
+        // Outside the lock: it rings the address set's flag.
         if let Some(admission) = admission {
             admission.closed();
         }

@@ -159,6 +159,9 @@ pub(crate) fn wait_hung_up(socket: BorrowedFd<'_>, limit: Option<Duration>) -> i
             }
             return Err(err);
         }
+        if poll_fd.revents & libc::POLLNVAL != 0 {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
         if poll_fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
             return Ok(true);
         }
