@@ -227,6 +227,18 @@ impl AddressSet {
             .contains(&id)
     }
 
+    /// Shuts the original bound end down and removes it (its revoke), under
+    /// the lock: see [`remove_locked`](Self::remove_locked).
+    pub(crate) fn shut_down_and_remove(
+        &self,
+        id: AddressId,
+        original: BorrowedFd<'_>,
+    ) -> io::Result<()> {
+        let mut members = self.members();
+        socket::shutdown(original, std::net::Shutdown::Both)?;
+        self.remove_locked(&mut members, id, original)
+    }
+
     /// Removes a member (a revoke); see [`remove_locked`](Self::remove_locked).
     pub(crate) fn remove(&self, id: AddressId, original: BorrowedFd<'_>) -> io::Result<()> {
         self.remove_locked(&mut self.members(), id, original)

@@ -578,11 +578,12 @@ impl BoundSocket {
         let cut_off = || -> io::Result<()> {
             // Holders' sends now fail with EPIPE; and its end-of-stream wakes
             // any `accept` waiting on the set (see `AddressSet::remove`).
-            socket::shutdown(original, Shutdown::Both)?;
-            if let Some(set) = self.set.get() {
-                set.remove(self.id, original)?;
+            match self.set.get() {
+                // Under the set's lock, so a `released` cannot see our own
+                // shutdown as the holders leaving.
+                Some(set) => set.shut_down_and_remove(self.id, original),
+                None => socket::shutdown(original, Shutdown::Both),
             }
-            Ok(())
         };
         if let Err(err) = cut_off() {
             // Still served: a later revoke may try again.
