@@ -114,7 +114,6 @@ impl AddressPolicy {
     }
 
     /// Whether it limits anything at all.
-    #[allow(dead_code)]
     pub(crate) fn is_unlimited(&self) -> bool {
         *self == AddressPolicy::new()
     }

@@ -314,6 +314,20 @@ impl AddressSet {
         Ok(())
     }
 
+    /// A member's end-of-stream, read by an accept: released, unless another
+    /// task that read it too removed it first (`NotFound`). `None`: try again.
+    fn release_at_end(
+        &self,
+        members: &mut Members,
+        id: AddressId,
+        original: BorrowedFd<'_>,
+    ) -> io::Result<Option<Admitted>> {
+        match self.release_locked(members, id, original) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            other => other.map(|()| None),
+        }
+    }
+
     /// The hang-up watcher's flag is raised exactly while `released` has
     /// something to report or no member is left.
     fn sync_release_flag(&self, members: &Members) {
@@ -401,12 +415,7 @@ impl AddressSet {
                 Taken::Dropped => Ok(None),
                 // Two accepting tasks can both read this end-of-stream before
                 // either removes the member: the second finds it gone already.
-                Taken::NoAddresses => {
-                    match self.release_locked(&mut self.members(), id, original) {
-                        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-                        other => other.map(|()| None),
-                    }
-                }
+                Taken::NoAddresses => self.release_at_end(&mut self.members(), id, original),
             };
         };
         // Judged under the lock when the policy counts connections, so that
@@ -453,10 +462,7 @@ impl AddressSet {
                 Ok(Some((connection, id, Some(admission))))
             }
             Taken::Dropped => Ok(None),
-            Taken::NoAddresses => match self.release_locked(&mut members, id, original) {
-                Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-                other => other.map(|()| None),
-            },
+            Taken::NoAddresses => self.release_at_end(&mut members, id, original),
         }
     }
 
