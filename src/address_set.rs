@@ -486,13 +486,15 @@ impl AddressSet {
     }
 
     /// The flag: no member is left (`NotConnected`, and it stays raised), or
-    /// a paused member may have room again.
+    /// a paused member may have room again. A resume that fails is the
+    /// accept's error, and the flag is raised again for the next one.
     fn on_flag(&self, original: BorrowedFd<'_>) -> io::Result<()> {
         let mut members = self.members();
         if members.map.is_empty() {
             return Err(request::no_addresses());
         }
         self.accept_set().lower_flag();
+        let mut failed = None;
         let paused: Vec<AddressId> = members.paused.iter().copied().collect();
         for id in paused {
             let Some(member) = members.map.get_mut(&id) else {
@@ -506,13 +508,21 @@ impl AddressSet {
                     member.accepting = true;
                     members.paused.remove(&id);
                 }
-                // Still paused: the next connection to close rings again.
+                // Still paused, and perhaps with no connection left to ring
+                // again: the flag goes back up so the next accept retries.
                 Err(err) => {
-                    tracing::warn!(address_id = %id, error = %err, "could not resume a paused address yet")
+                    tracing::warn!(address_id = %id, error = %err, "could not resume a paused address yet");
+                    failed = Some(err);
                 }
             }
         }
-        Ok(())
+        match failed {
+            None => Ok(()),
+            Some(err) => {
+                self.accept_set().raise_flag();
+                Err(err)
+            }
+        }
     }
 
     /// The timer: revokes every member whose deadline has passed, then sets it

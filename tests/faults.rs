@@ -407,3 +407,31 @@ fn a_transient_accept_error_is_an_item_of_incoming_and_the_stream_goes_on() {
         )
     });
 }
+
+/// Found by review: when a full (`max_open`) address got room again but
+/// putting it back into the accept set failed, it stayed paused, and with no
+/// connection of its left to close nothing ever retried: its queued requests
+/// waited for ever. Now that accept reports the failure and the next one
+/// resumes the address.
+#[test]
+fn a_failed_resume_of_a_full_address_is_reported_and_the_next_accept_resumes_it() {
+    run(|| async {
+        let (_address, bound) = make_bound_socket()?;
+        let (id, minted) = bound.mint_address_with(tokio_imc::AddressPolicy::new().max_open(1))?;
+        let _first_client = minted.connect().await?;
+        let first = bounded("accept the first", bound.accept()).await??;
+        let _second_client = minted.connect().await?;
+        let guard = FaultPlan::new(0)
+            .fail_nth(Call::EpollAdd, 1, libc::ENOMEM)
+            .install();
+        drop(first);
+        fails_with(
+            bounded("accept whose resume failed", bound.accept()).await?,
+            ErrorKind::OutOfMemory,
+            "accept whose resume failed",
+        )?;
+        ensure(guard.report().injected_total() == 1, "one resume failed")?;
+        let second = bounded("accept the queued request", bound.accept()).await??;
+        ensure(second.address_id() == Some(id), "the queued request, served")
+    });
+}
