@@ -432,6 +432,9 @@ fn a_failed_resume_of_a_full_address_is_reported_and_the_next_accept_resumes_it(
         )?;
         ensure(guard.report().injected_total() == 1, "one resume failed")?;
         let second = bounded("accept the queued request", bound.accept()).await??;
-        ensure(second.address_id() == Some(id), "the queued request, served")
+        ensure(
+            second.address_id() == Some(id),
+            "the queued request, served",
+        )
     });
 }
