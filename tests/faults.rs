@@ -438,3 +438,51 @@ fn a_failed_resume_of_a_full_address_is_reported_and_the_next_accept_resumes_it(
         )
     });
 }
+
+/// The blocking facade's sends and receives wait with `poll(2)` on their own
+/// descriptor: they never register with a reactor (so they drive no runtime
+/// and hold up no other thread), a timed-out wait takes nothing, and a wait
+/// ends when the peer on another thread sends or makes room.
+#[test]
+fn blocking_sends_and_receives_wait_in_poll_and_never_register() {
+    common::run_without_runtime(|| {
+        let (mut left, mut right) = tokio_imc::blocking::ConnectedSocket::pair().expect("pair");
+        let guard = FaultPlan::new(0).install();
+
+        let err = right
+            .recv_timeout(Duration::from_millis(20))
+            .expect_err("nothing sent");
+        assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            left.send(b"late", &[]).expect("send");
+            left
+        });
+        let got = right.recv().expect("recv").expect("a message");
+        assert_eq!(&got.data[..], b"late", "the one message, nothing lost");
+        let mut left = sender.join().expect("sender");
+
+        // Fill `left`'s queue, then a blocking send waits until the reader
+        // on another thread makes room.
+        let record = [7u8; 4096];
+        let mut queued = 0usize;
+        while left.send_timeout(&record, &[], Duration::ZERO).is_ok() {
+            queued += 1;
+        }
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            for _ in 0..=queued {
+                let got = right.recv().expect("recv").expect("a record");
+                assert_eq!(&got.data[..], &record[..]);
+            }
+        });
+        left.send(&record, &[])
+            .expect("a send that waited for room");
+        reader.join().expect("reader");
+
+        let report = guard.report();
+        let calls = |call| report.calls.get(&call).copied().unwrap_or(0);
+        assert!(calls(Call::Poll) >= 3, "waited in poll(2): {report:?}");
+        assert_eq!(calls(Call::Register), 0, "never registered: {report:?}");
+    });
+}

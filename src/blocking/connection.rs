@@ -8,7 +8,7 @@ use bytes::BytesMut;
 
 use super::conversions::blocking_wrapper;
 use super::hang_up::closed_within;
-use super::runtime::{block_on, block_on_timeout};
+use super::runtime::run_polled;
 use super::split::{RecvHalf, SendHalf};
 use crate::shared_impls::connection_queries;
 use crate::Message;
@@ -35,7 +35,7 @@ impl ConnectedSocket {
     /// Sends one record; see [`crate::ConnectedSocket::send`]. Blocks while the
     /// socket's buffer is full.
     pub fn send(&mut self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-        block_on("send", self.inner.send(data, fds))?
+        run_polled("send", None, self.inner.send(data, fds))
     }
 
     /// As [`send`](Self::send), failing with `TimedOut` after `limit`; a timed-out
@@ -46,7 +46,7 @@ impl ConnectedSocket {
         fds: &[BorrowedFd<'_>],
         limit: Duration,
     ) -> io::Result<()> {
-        block_on_timeout("send", limit, self.inner.send(data, fds))
+        run_polled("send", Some(limit), self.inner.send(data, fds))
     }
 
     /// Blocks until the peer has closed its end or shut down its writing,
@@ -65,13 +65,13 @@ impl ConnectedSocket {
     /// Receives one record, or `None` at end-of-stream; see
     /// [`crate::ConnectedSocket::recv`].
     pub fn recv(&mut self) -> io::Result<Option<Message>> {
-        block_on("recv", self.inner.recv())?
+        run_polled("recv", None, self.inner.recv())
     }
 
     /// As [`recv`](Self::recv), failing with `TimedOut` after `limit`; no record
     /// is lost by the timeout.
     pub fn recv_timeout(&mut self, limit: Duration) -> io::Result<Option<Message>> {
-        block_on_timeout("recv", limit, self.inner.recv())
+        run_polled("recv", Some(limit), self.inner.recv())
     }
 
     /// Receives one record into caller-owned buffers, appending its bytes to
@@ -82,7 +82,7 @@ impl ConnectedSocket {
         data: &mut BytesMut,
         fds: &mut Vec<OwnedFd>,
     ) -> io::Result<Option<usize>> {
-        block_on("recv_into", self.inner.recv_into(data, fds))?
+        run_polled("recv_into", None, self.inner.recv_into(data, fds))
     }
 
     /// Splits the connection into halves that work through `&self`, for one

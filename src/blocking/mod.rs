@@ -1,12 +1,15 @@
 //! The same API without `async`: for supervisors, command-line tools, test
 //! harnesses and sandboxed helpers that are synchronous.
 //!
-//! Names, semantics and errors are those of the async types. Every object is
-//! driven by one process-wide current-thread Tokio runtime, built on first use: no
-//! worker threads, no runtime per connection. Objects are `Send + Sync`: a bound
-//! socket or an address can be used from several threads at once, and so can the
-//! halves of a connection ([`ConnectedSocket::into_split`]), whose own `send` and
-//! `recv` take `&mut self`.
+//! Names, semantics and errors are those of the async types. Sending and
+//! receiving wait with `poll(2)` on the connection's own descriptor, so a
+//! thread blocked on one connection holds up no other; accepting, connecting
+//! and `released` are driven by one process-wide current-thread Tokio runtime,
+//! built on first use: no worker threads, no runtime per connection. Objects
+//! are `Send + Sync`: a bound socket or an address can be used from several
+//! threads at once, and so can the halves of a connection
+//! ([`ConnectedSocket::into_split`]), whose own `send` and `recv` take
+//! `&mut self`.
 //!
 //! # Where blocking calls may be made
 //!

@@ -5,12 +5,21 @@
 //! no worker threads, and no runtime per connection. Its reactor is driven by
 //! whichever thread is inside a blocking call; other threads blocked at the same
 //! time are woken by it, so objects can be used from several threads at once.
+//!
+//! The data path (sending and receiving on connections and their halves) does
+//! not use it: [`run_polled`] waits with `poll(2)` on the connection's own
+//! descriptor, so a thread blocked in `recv` holds up no other thread, and a
+//! message between two threads costs what it costs with blocking system calls.
+//! Accepting, connecting and `released` wait on the runtime, whose reactor
+//! watches several descriptors for them at once.
 
 use std::cell::Cell;
 use std::future::Future;
 use std::io;
-use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 
@@ -135,4 +144,49 @@ pub fn block_on_timeout<T>(
             format!("{what} timed out after {limit:?}"),
         )
     })?
+}
+
+/// Runs a send or a receive to completion on this thread, without the shared
+/// runtime: its waits are `poll(2)` calls on its own descriptor (see
+/// `sys::reactor::polled`), ending with `TimedOut` after `limit` if one is
+/// given, and nothing taken. Refused where [`block_on`] is.
+pub fn run_polled<T>(
+    what: &str,
+    limit: Option<Duration>,
+    future: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    may_block_here(what)?;
+    let deadline = limit.map(|limit| Instant::now() + limit);
+    let (done, timed_out) = crate::sys::reactor::polled(deadline, || run_here(future));
+    match (done, limit) {
+        (Err(err), Some(limit)) if timed_out && err.kind() == io::ErrorKind::TimedOut => {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{what} timed out after {limit:?}"),
+            ))
+        }
+        (done, _) => done,
+    }
+}
+
+/// Polls `future` on this thread until it is ready. Inside `polled` the
+/// crate's operations never return `Pending` (they wait in `poll(2)`
+/// instead), so this is one poll; anything else that does pend wakes this
+/// thread, which is parked meanwhile.
+fn run_here<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(done) => return done,
+            Poll::Pending => std::thread::park(),
+        }
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use super::hang_up::closed_within;
-use super::runtime::{block_on, block_on_timeout};
+use super::runtime::run_polled;
 use crate::shared_impls::{connection_queries, fd_traits};
 use crate::Message;
 
@@ -39,13 +39,13 @@ impl RecvHalf {
     /// Receives one record, or `None` at end-of-stream; see
     /// [`crate::ConnectedSocket::recv`].
     pub fn recv(&self) -> io::Result<Option<Message>> {
-        block_on("recv", self.inner.recv())?
+        run_polled("recv", None, self.inner.recv())
     }
 
     /// As [`recv`](Self::recv), failing with `TimedOut` after `limit`; no record
     /// is lost by the timeout.
     pub fn recv_timeout(&self, limit: Duration) -> io::Result<Option<Message>> {
-        block_on_timeout("recv", limit, self.inner.recv())
+        run_polled("recv", Some(limit), self.inner.recv())
     }
 
     /// Receives one record into caller-owned buffers; see
@@ -55,7 +55,7 @@ impl RecvHalf {
         data: &mut BytesMut,
         fds: &mut Vec<OwnedFd>,
     ) -> io::Result<Option<usize>> {
-        block_on("recv_into", self.inner.recv_into(data, fds))?
+        run_polled("recv_into", None, self.inner.recv_into(data, fds))
     }
 }
 
@@ -74,7 +74,7 @@ impl SendHalf {
     /// Sends one record; see [`crate::ConnectedSocket::send`]. Blocks while the
     /// socket's buffer is full.
     pub fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-        block_on("send", self.inner.send(data, fds))?
+        run_polled("send", None, self.inner.send(data, fds))
     }
 
     /// As [`send`](Self::send), failing with `TimedOut` after `limit`; a timed-out
@@ -85,7 +85,7 @@ impl SendHalf {
         fds: &[BorrowedFd<'_>],
         limit: Duration,
     ) -> io::Result<()> {
-        block_on_timeout("send", limit, self.inner.send(data, fds))
+        run_polled("send", Some(limit), self.inner.send(data, fds))
     }
 }
 

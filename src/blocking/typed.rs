@@ -20,12 +20,12 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::runtime::{block_on, block_on_timeout};
+use super::runtime::run_polled;
 use super::{ConnectedSocket, RecvHalf, SendHalf};
 use crate::typed;
 
-/// The blocking twin of [`crate::typed::Channel`]: the async channel, driven by
-/// the blocking facade's runtime.
+/// The blocking twin of [`crate::typed::Channel`]: the async channel, its
+/// waits made with `poll(2)` on its own descriptor.
 pub struct Channel<S, R> {
     inner: typed::Channel<S, R>,
 }
@@ -63,24 +63,24 @@ impl<S: Serialize, R: DeserializeOwned> Channel<S, R> {
     /// See [`crate::typed::Channel::send`]. Blocks while the socket's buffer is
     /// full.
     pub fn send(&mut self, value: &S) -> io::Result<()> {
-        block_on("send", self.inner.send(value))?
+        run_polled("send", None, self.inner.send(value))
     }
 
     /// As [`send`](Self::send), failing with `TimedOut` after `limit`; a
     /// timed-out send sent nothing.
     pub fn send_timeout(&mut self, value: &S, limit: Duration) -> io::Result<()> {
-        block_on_timeout("send", limit, self.inner.send(value))
+        run_polled("send", Some(limit), self.inner.send(value))
     }
 
     /// See [`crate::typed::Channel::recv`].
     pub fn recv(&mut self) -> io::Result<Option<R>> {
-        block_on("recv", self.inner.recv())?
+        run_polled("recv", None, self.inner.recv())
     }
 
     /// As [`recv`](Self::recv), failing with `TimedOut` after `limit`; no
     /// message is lost by the timeout.
     pub fn recv_timeout(&mut self, limit: Duration) -> io::Result<Option<R>> {
-        block_on_timeout("recv", limit, self.inner.recv())
+        run_polled("recv", Some(limit), self.inner.recv())
     }
 
     /// See [`crate::typed::Channel::into_split`].
@@ -100,12 +100,12 @@ impl<S: Serialize, R: DeserializeOwned> Channel<S, R> {
 impl<R: DeserializeOwned> Receiver<R> {
     /// See [`crate::typed::Receiver::recv`].
     pub fn recv(&self) -> io::Result<Option<R>> {
-        block_on("recv", self.inner.recv())?
+        run_polled("recv", None, self.inner.recv())
     }
 
     /// As [`recv`](Self::recv), failing with `TimedOut` after `limit`.
     pub fn recv_timeout(&self, limit: Duration) -> io::Result<Option<R>> {
-        block_on_timeout("recv", limit, self.inner.recv())
+        run_polled("recv", Some(limit), self.inner.recv())
     }
 
     /// The half, for untyped use.
@@ -119,12 +119,12 @@ impl<R: DeserializeOwned> Receiver<R> {
 impl<S: Serialize> Sender<S> {
     /// See [`crate::typed::Sender::send`].
     pub fn send(&self, value: &S) -> io::Result<()> {
-        block_on("send", self.inner.send(value))?
+        run_polled("send", None, self.inner.send(value))
     }
 
     /// As [`send`](Self::send), failing with `TimedOut` after `limit`.
     pub fn send_timeout(&self, value: &S, limit: Duration) -> io::Result<()> {
-        block_on_timeout("send", limit, self.inner.send(value))
+        run_polled("send", Some(limit), self.inner.send(value))
     }
 
     /// The half, for untyped use.

@@ -19,11 +19,12 @@
 //! fields (`EpollSet` here, `Endpoint` in `endpoint.rs`), so that the promise
 //! can be checked there and nowhere else.
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -32,6 +33,81 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::sys::faults::{inject, retry_interrupted, Call};
+use crate::sys::socket;
+
+thread_local! {
+    /// Set by the blocking facade around one call (see [`polled`]).
+    static POLLED: Cell<Option<Polled>> = const { Cell::new(None) };
+}
+
+/// How this thread's operations wait inside [`polled`].
+#[derive(Clone, Copy)]
+struct Polled {
+    deadline: Option<Instant>,
+    timed_out: bool,
+}
+
+/// Runs `call` with this thread's operations waiting by `poll(2)` on their own
+/// descriptor, until `deadline` if there is one, instead of registering with
+/// a reactor: what the blocking facade's data path does, so that a thread
+/// blocked on one connection holds up nobody else, and no runtime is driven
+/// (or handed between threads) for a send or a receive. A registered
+/// descriptor is polled too: its reactor's readiness may then be stale, which
+/// costs its next async attempt one `WouldBlock`, never a lost wake-up (the
+/// kernel reports every arrival to the reactor whoever reads it). Also returns
+/// whether an operation gave up at the deadline (with `TimedOut`, having taken
+/// nothing).
+pub(crate) fn polled<R>(deadline: Option<Instant>, call: impl FnOnce() -> R) -> (R, bool) {
+    struct Restore(Option<Polled>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            POLLED.set(self.0);
+        }
+    }
+    let outer = Restore(POLLED.replace(Some(Polled {
+        deadline,
+        timed_out: false,
+    })));
+    let done = call();
+    let timed_out = POLLED.get().is_some_and(|polled| polled.timed_out);
+    drop(outer);
+    (done, timed_out)
+}
+
+/// Inside [`polled`]: `op` until it does not fail with `WouldBlock`, waiting
+/// for `interest` with `poll(2)` in between. `None` outside it.
+fn polled_io<R>(
+    fd: BorrowedFd<'_>,
+    interest: Interest,
+    op: &mut impl FnMut(BorrowedFd<'_>) -> io::Result<R>,
+) -> Option<io::Result<R>> {
+    let polled = POLLED.get()?;
+    let events = match interest.is_writable() {
+        true => nix::libc::POLLOUT,
+        false => nix::libc::POLLIN,
+    };
+    // A spurious `EAGAIN` first is honest here too: `poll` then reports the
+    // real readiness.
+    let mut attempt = inject(Call::FirstTry).and_then(|()| op(fd));
+    loop {
+        match attempt {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            done => return Some(done),
+        }
+        match socket::wait_for(fd, events, polled.deadline) {
+            Ok(true) => {}
+            Ok(false) => {
+                POLLED.set(Some(Polled {
+                    timed_out: true,
+                    ..polled
+                }));
+                return Some(Err(io::ErrorKind::TimedOut.into()));
+            }
+            Err(err) => return Some(Err(err)),
+        }
+        attempt = op(fd);
+    }
+}
 
 /// Fails with a message naming `what` when called outside a Tokio runtime, where
 /// registering would panic.
@@ -288,6 +364,9 @@ pub(crate) trait Reactive {
         interest: Interest,
         mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<R>,
     ) -> io::Result<R> {
+        if let Some(done) = polled_io(self.fd()?, interest, &mut op) {
+            return done;
+        }
         if let Some(done) = self.try_unregistered(&mut op) {
             return done;
         }
@@ -308,6 +387,9 @@ pub(crate) trait Reactive {
         interest: Interest,
         mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
+        if let Some(done) = polled_io(self.fd()?, interest, &mut op) {
+            return Poll::Ready(done);
+        }
         if let Some(done) = self.try_unregistered(&mut op) {
             return Poll::Ready(done);
         }

@@ -133,36 +133,53 @@ pub(crate) fn refuse_descriptors(socket: BorrowedFd<'_>) -> io::Result<()> {
 /// `POLLRDHUP` alone, so records arriving meanwhile neither wake it nor are
 /// touched. Whether it hung up.
 pub(crate) fn wait_hung_up(socket: BorrowedFd<'_>, limit: Option<Duration>) -> io::Result<bool> {
-    let deadline = limit.map(|limit| Instant::now() + limit);
+    wait_for(
+        socket,
+        libc::POLLRDHUP,
+        limit.map(|limit| Instant::now() + limit),
+    )
+}
+
+/// Waits with `poll(2)` until `socket` reports one of `events` (or a hang-up
+/// or an error, which the next operation on it reports), until `deadline` if
+/// there is one. Whether it did; `false` once the deadline has passed.
+pub(crate) fn wait_for(
+    socket: BorrowedFd<'_>,
+    events: libc::c_short,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
     loop {
         let timeout = match deadline {
             None => -1,
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                // Rounded up, so a wait never ends before its limit.
+                // Rounded up, so a wait never ends before its deadline.
                 let millis = left.as_nanos().div_ceil(1_000_000);
                 libc::c_int::try_from(millis).unwrap_or(libc::c_int::MAX)
             }
         };
         let mut poll_fd = libc::pollfd {
             fd: socket.as_raw_fd(),
-            events: libc::POLLRDHUP,
+            events,
             revents: 0,
         };
-        inject(Call::Poll)?;
-        // SAFETY: `poll_fd` is one valid pollfd that lives across the call.
-        let ready = unsafe { libc::poll(&mut poll_fd, 1, timeout) };
-        if ready < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
+        let polled = inject(Call::Poll).and_then(|()| {
+            // SAFETY: `poll_fd` is one valid pollfd that lives across the call.
+            match unsafe { libc::poll(&mut poll_fd, 1, timeout) } {
+                ready if ready < 0 => Err(io::Error::last_os_error()),
+                _ => Ok(()),
             }
-            return Err(err);
+        });
+        match polled {
+            // A signal: wait again, for what is left of the deadline.
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+            Ok(()) => {}
         }
         if poll_fd.revents & libc::POLLNVAL != 0 {
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         }
-        if poll_fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+        if poll_fd.revents & (events | libc::POLLHUP | libc::POLLERR) != 0 {
             return Ok(true);
         }
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
