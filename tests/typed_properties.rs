@@ -202,3 +202,48 @@ proptest! {
         });
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The maximum message size is exact, against postcard's own encoding as
+    /// the model: an encoding of at most `max` bytes is sent and arrives
+    /// whole, one byte more is refused before anything is sent. Sizes cross
+    /// the encoder's buffer growth (bytes pushed one at a time, strings
+    /// extended at once) and the record limit (shared memory).
+    #[test]
+    fn the_maximum_message_size_is_exact(
+        (blob, text) in prop_oneof![
+            // Around the first buffer (128 bytes) and its growth.
+            2 => (0usize..140, 0usize..8),
+            3 => (0usize..1500, 0usize..400),
+            1 => (200_000usize..240_000, 0usize..40),
+        ],
+        slack in prop_oneof![2 => -3i64..=3, 1 => -2000i64..2000],
+    ) {
+        let message = (
+            (0..blob).map(|i| (i % 253) as u8).collect::<Vec<u8>>(),
+            "é".repeat(text),
+        );
+        let encoded = postcard::to_allocvec(&message).expect("the model encodes").len();
+        let max = usize::try_from(encoded as i64 + slack).unwrap_or(0);
+        common::run(|| async move {
+            let (a, b) = ConnectedSocket::pair()?;
+            let mut sender: Channel<(Vec<u8>, String), ()> = Channel::new(a).with_max_message_size(max);
+            let mut receiver: Channel<(), (Vec<u8>, String)> = Channel::new(b).with_max_message_size(max);
+            match sender.send(&message).await {
+                Ok(()) => common::ensure(encoded <= max, format!("sent {encoded} bytes past a maximum of {max}"))?,
+                Err(err) => {
+                    common::ensure(encoded > max, format!("{encoded} bytes refused under a maximum of {max}: {err}"))?;
+                    return common::ensure(
+                        err.kind() == ErrorKind::InvalidInput && err.to_string().contains("maximum"),
+                        format!("{err}"),
+                    );
+                }
+            }
+            let got = common::bounded("recv", receiver.recv()).await??
+                .ok_or_else(|| common::fail("closed"))?;
+            common::ensure(got == message, "the message, byte for byte")
+        });
+    }
+}

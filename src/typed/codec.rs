@@ -160,30 +160,55 @@ fn invalid(why: String) -> io::Error {
 struct Limited {
     buf: Vec<u8>,
     max: usize,
+    /// The length at which the next byte needs [`grow`](Self::grow): the
+    /// buffer's capacity, or the longest record allowed if that comes first.
+    /// Every byte is pushed by `try_push` (once per byte of a `Vec<u8>`, which
+    /// serde sends element by element), so its fast path compares only this.
+    end: usize,
 }
 
 impl Limited {
     fn new(max: usize) -> Limited {
         let mut buf = Vec::with_capacity(128);
         buf.push(INLINE);
-        Limited { buf, max }
+        let end = buf.capacity().min(max.saturating_add(1));
+        Limited { buf, max, end }
+    }
+
+    /// Room for `more` bytes (at least doubling), or `SerializeBufferFull` if
+    /// the encoding would pass the maximum.
+    #[cold]
+    fn grow(&mut self, more: usize) -> postcard::Result<()> {
+        let longest = self.max.saturating_add(1);
+        let needed = self.buf.len().saturating_add(more);
+        if needed > longest {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        let wanted = needed
+            .max(self.buf.capacity().saturating_mul(2))
+            .min(longest);
+        self.buf.reserve_exact(wanted - self.buf.len());
+        self.end = self.buf.capacity().min(longest);
+        Ok(())
     }
 }
 
 impl postcard::ser_flavors::Flavor for Limited {
     type Output = Vec<u8>;
 
+    #[inline]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        if self.buf.len() - 1 + data.len() > self.max {
-            return Err(postcard::Error::SerializeBufferFull);
+        if self.end - self.buf.len() < data.len() {
+            self.grow(data.len())?;
         }
         self.buf.extend_from_slice(data);
         Ok(())
     }
 
+    #[inline(always)]
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        if self.buf.len() > self.max {
-            return Err(postcard::Error::SerializeBufferFull);
+        if self.buf.len() == self.end {
+            self.grow(1)?;
         }
         self.buf.push(data);
         Ok(())
