@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use harness::{compare, current_thread, find, target, timed_async, Settings, Side};
+use harness::{compare, current_thread, find, pin_to, target, timed_async, unpin, Settings, Side};
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
@@ -454,22 +454,6 @@ impl SeqpacketBuffers {
                 fds.for_each(drop);
             }
         }
-    }
-}
-
-/// Pins the calling thread to one CPU, returning what it was allowed before.
-fn pin_to(cpu: usize) -> Option<nix::sched::CpuSet> {
-    let this = nix::unistd::Pid::from_raw(0);
-    let before = nix::sched::sched_getaffinity(this).ok()?;
-    let mut only = nix::sched::CpuSet::new();
-    only.set(cpu).ok()?;
-    nix::sched::sched_setaffinity(this, &only).ok()?;
-    Some(before)
-}
-
-fn unpin(before: Option<nix::sched::CpuSet>) {
-    if let Some(before) = before {
-        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &before);
     }
 }
 

@@ -203,3 +203,22 @@ pub fn timed_async<F: std::future::Future<Output = ()>>(
         start.elapsed()
     })
 }
+
+/// Pins the calling thread to one CPU, returning what it was allowed before.
+/// Where two ping-ponging threads land (same core or not) decides the cost of
+/// a wake-up far more than any code under test, so benchmarks fix it.
+pub fn pin_to(cpu: usize) -> Option<nix::sched::CpuSet> {
+    let this = nix::unistd::Pid::from_raw(0);
+    let before = nix::sched::sched_getaffinity(this).ok()?;
+    let mut only = nix::sched::CpuSet::new();
+    only.set(cpu).ok()?;
+    nix::sched::sched_setaffinity(this, &only).ok()?;
+    Some(before)
+}
+
+/// Undoes [`pin_to`].
+pub fn unpin(before: Option<nix::sched::CpuSet>) {
+    if let Some(before) = before {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &before);
+    }
+}
